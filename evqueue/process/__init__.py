@@ -1,0 +1,1 @@
+"""process layer (see README, Architecture)."""
