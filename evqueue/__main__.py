@@ -1,0 +1,5 @@
+"""``python -m evqueue`` runs the daemon (same as the ``evqueue`` command)."""
+
+from evqueue.cli import main
+
+main()

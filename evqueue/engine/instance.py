@@ -1,0 +1,396 @@
+"""One running workflow instance: the instance document and the execution algorithm.
+
+The document *is* the state (workflow.md §0): statuses, counters, loop clones and outputs are
+written into it, later expressions read it, and it is what ``instance query`` returns and what
+savepoints store. Every transition runs on the event loop, one at a time, so no locking.
+The algorithm follows workflow.md §4.2–§4.12.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from evqueue.engine.evaluation import EvalError, Evaluator, Stored, WaitCondition, append_attempt
+from evqueue.engine.queue_pool import Queue, UnknownQueue
+from evqueue.engine.xpath import Node
+from evqueue.storage.base import now
+
+if TYPE_CHECKING:
+    from evqueue.engine.instances import Instances
+
+log = logging.getLogger(__name__)
+
+_COUNTERS = ("running_tasks", "queued_tasks", "retrying_tasks", "error_tasks",
+             "waiting_conditions")
+
+
+class Abort(Exception):
+    """An evaluation error already recorded on its node; unwinds to the enclosing job."""
+
+    def __init__(self, job: etree._Element | None = None) -> None:
+        super().__init__()
+        self.job = job
+
+
+@dataclass(eq=False, slots=True)
+class TaskRun:
+    """A task between enqueue and exit: the queue item and the running-process handle."""
+
+    instance: WorkflowInstance
+    task: etree._Element
+    queue: Queue | None = None
+    tid: int = 0
+    pid: int = 0
+
+    @property
+    def instance_id(self) -> int:
+        return self.instance.id
+
+
+Output = str | Stored
+
+
+def job_of(task: etree._Element) -> etree._Element:
+    """``task/../..``: the job owning a task."""
+    return task.getparent().getparent()
+
+
+def parent_job(job: etree._Element) -> etree._Element:
+    """The job (or root ``workflow``) containing ``job``."""
+    return job.getparent().getparent()
+
+
+class WorkflowInstance:
+    """State and transitions of one instance."""
+
+    def __init__(
+        self, engine: Instances, instance_id: int, workflow_id: int, doc: etree._Element,
+        *, schedule_id: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.id = instance_id
+        self.workflow_id = workflow_id
+        self.doc = doc
+        self.name = doc.get("name", "")
+        self.schedule_id = schedule_id
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.cancelling = False
+        self.running = 0  # tasks queued or executing
+        self.retrying: dict[TaskRun, asyncio.TimerHandle] = {}
+        self.errors = 0
+        self.waiting: list[tuple[etree._Element, Node]] = []
+        self.runs: set[TaskRun] = set()
+        self.ended = False
+        self.eval = Evaluator(doc)
+
+    # -- counters and errors -------------------------------------------------------------
+    def _count(self, node: etree._Element, name: str, delta: int) -> None:
+        """Apply a counter change to ``node`` (a job or the root) and every ancestor job."""
+        while node is not None:
+            node.set(name, str(int(node.get(name, "0")) + delta))
+            if node is self.doc:
+                return
+            node = parent_job(node)
+
+    def _task_error(self, task: etree._Element) -> None:
+        self._count(job_of(task), "error_tasks", 1)
+        self.errors += 1
+
+    # -- start ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """workflow.md §4.1: mark EXECUTING, start every top-level job, maybe end at once."""
+        self.doc.set("status", "EXECUTING")
+        self.doc.set("start_time", now())
+        self.eval.evqid(self.doc)
+        self._run_subjobs_safe(self.doc)
+        self.engine.events.publish("INSTANCE_STARTED", self.id)
+        self.check_end()
+
+    def _run_subjobs_safe(self, job: etree._Element) -> None:
+        try:
+            self.run_subjobs(job)
+        except Abort:
+            pass
+
+    # -- scheduling algorithm (§4.2) -------------------------------------------------------
+    def run_subjobs(self, parent: etree._Element) -> None:
+        subjobs = parent.find("subjobs")
+        if subjobs is None:
+            return
+        for job in list(subjobs.iterchildren("job")):
+            try:
+                self.run_subjob(job, parent)
+            except Abort as e:
+                failed = e.job if e.job is not None else job
+                failed.set("status", "ABORTED")
+                self._count(failed, "error_tasks", 1)
+                self.errors += 1
+                raise Abort() from None
+
+    def run_subjob(self, job: etree._Element, ctx: Node) -> None:
+        job.set("context-id", self.eval.context_id(ctx))
+        self.eval.evqid(job)
+        if not self.handle_condition(job, ctx, job):
+            return
+        for clone, item in self.handle_loop(job, ctx, job):
+            if not self.handle_condition(clone, item, clone):
+                continue
+            try:
+                self.run_tasks(clone, item)
+            except Abort as e:
+                raise Abort(clone) from e
+
+    def run_tasks(self, job: etree._Element, ctx: Node) -> None:
+        for task in list(job.find("tasks").iterchildren("task")):
+            self.run_task(task, ctx)
+        if self.tasks_successful(job):
+            self.run_subjobs(job)
+
+    def run_task(self, task: etree._Element, ctx: Node) -> None:
+        if task.get("status") == "TERMINATED":
+            return
+        job = job_of(task)
+        task.set("context-id", self.eval.context_id(ctx))
+        self.eval.evqid(task)
+        if not self.handle_condition(task, ctx, job):
+            return
+        for clone, item in self.handle_loop(task, ctx, job):
+            if not self.handle_condition(clone, item, job):
+                continue
+            try:
+                self.eval.replace_values(clone, item, job)
+            except EvalError:
+                raise Abort() from None
+            self.enqueue(TaskRun(self, clone))
+
+    @staticmethod
+    def tasks_successful(job: etree._Element) -> bool:
+        for task in job.find("tasks").iterchildren("task"):
+            status = task.get("status")
+            if status == "SKIPPED":
+                continue
+            if status != "TERMINATED" or task.get("retval") != "0":
+                return False
+        return True
+
+    def handle_condition(
+        self, node: etree._Element, ctx: Node, current_job: etree._Element
+    ) -> bool:
+        """§4.2 handle_condition: True to go on; SKIPPED/WAITING nodes stop here."""
+        try:
+            return self.eval.apply_condition(node, ctx, current_job)
+        except WaitCondition:
+            self.waiting.append((node, ctx))
+            self._count(job_of(node) if node.tag == "task" else node, "waiting_conditions", 1)
+            return False
+        except EvalError:
+            raise Abort(node if node.tag == "job" else None) from None
+
+    def handle_loop(
+        self, node: etree._Element, ctx: Node, current_job: etree._Element
+    ) -> Iterator[tuple[etree._Element, Node]]:
+        """§4.2 handle_loop: ``(clone, context)`` pairs, created lazily so evqids follow
+        processing order as in the original."""
+        try:
+            yield from self.eval.expand_loop(node, ctx, current_job)
+        except EvalError:
+            raise Abort(node if node.tag == "job" else None) from None
+
+    # -- queues and processes (§4.4, §4.5) ------------------------------------------------
+    def enqueue(self, run: TaskRun) -> None:
+        task = run.task
+        if self.cancelling:
+            task.set("status", "ABORTED")
+            task.set("error", "Aborted on user request")
+            self._task_error(task)
+            return
+        host = task.get("queue_host") or task.get("host")
+        try:
+            queue = self.engine.queues.resolve(task.get("queue", ""), host)
+        except UnknownQueue:
+            task.set("status", "ABORTED")
+            task.set("error", "Unknown queue name")
+            self._task_error(task)
+            return
+        task.set("status", "QUEUED")
+        job = job_of(task)
+        self._count(job, "running_tasks", 1)
+        self._count(job, "queued_tasks", 1)
+        self.running += 1
+        run.queue = queue
+        self.runs.add(run)
+        self.engine.events.publish("TASK_ENQUEUE", self.id)
+        self.engine.queues.enqueue(queue, run, self.id)
+
+    def dequeued(self, run: TaskRun) -> str | None:
+        """The queue gave ``run`` a slot. Returns an abort reason, or None to go ahead."""
+        self._count(job_of(run.task), "queued_tasks", -1)
+        if self.cancelling:
+            return "Aborted on user request"
+        return None
+
+    def start_failed(self, run: TaskRun, reason: str) -> None:
+        """The task could not be started: ABORTED, no output (§4.4 step 3)."""
+        task = run.task
+        task.set("status", "ABORTED")
+        task.set("error", f"Task execution : {reason}")
+        self._task_error(task)
+        self._finish_run(run)
+        self.after_task_change()
+
+    def started(self, run: TaskRun) -> None:
+        task = run.task
+        task.set("status", "EXECUTING")
+        task.set("pid", str(run.pid))
+        task.set("tid", str(run.tid))
+        task.set("execution_time", now())
+        self.engine.events.publish("TASK_EXECUTE", self.id)
+        self.engine.savepoint_progress(self)
+
+    def progress(self, run: TaskRun, percent: int) -> None:
+        run.task.set("progression", str(max(0, min(100, percent))))
+        self.engine.events.publish("TASK_PROGRESS", self.id)
+
+    def stopped(
+        self, run: TaskRun, retval: int, stdout: Output, stderr: Output, logtext: Output
+    ) -> None:
+        """workflow.md §4.5: record the attempt, retry or fail, then move the instance on."""
+        task = run.task
+        task.set("status", "TERMINATED")
+        task.set("retval", str(retval))
+        for attr in ("tid", "pid", "retry_at"):
+            task.attrib.pop(attr, None)
+        task.set("progression", "100")
+        if not append_attempt(task, retval=retval,
+                              execution_time=task.get("execution_time", now()),
+                              exit_time=now(), stdout=stdout, stderr=stderr, log_text=logtext):
+            task.set("status", "ABORTED")
+            task.set("error", "Invalid XML returned")
+            self._task_error(task)
+        if retval != 0:
+            if self.cancelling:
+                task.set("error", "Won't retry because workflow is cancelling")
+                self._task_error(task)
+            elif not self.schedule_retry(run):
+                self._task_error(task)
+        self.engine.events.publish("TASK_TERMINATE", self.id)
+        self.engine.events.publish("TASK_PROGRESS", self.id)
+        self._finish_run(run)
+        job = job_of(task)
+        if self.tasks_successful(job):
+            self._run_subjobs_safe(job)
+        self.after_task_change()
+
+    def _finish_run(self, run: TaskRun) -> None:
+        self._count(job_of(run.task), "running_tasks", -1)
+        self.running -= 1
+        self.runs.discard(run)
+
+    def after_task_change(self) -> None:
+        """Re-evaluate waiting conditions (§4.8), then check for the end (§4.12)."""
+        if self.waiting:
+            waiting, self.waiting = self.waiting, []
+            for node, ctx in waiting:
+                node.attrib.pop("status", None)
+                node.attrib.pop("details", None)
+                self._count(job_of(node) if node.tag == "task" else node,
+                            "waiting_conditions", -1)
+                try:
+                    if node.tag == "task":
+                        self.run_task(node, ctx)
+                    else:
+                        self.run_subjob(node, ctx)
+                except Abort:
+                    pass
+        self.check_end()
+        if not self.ended:
+            self.engine.savepoint_progress(self)
+
+    # -- retries (§4.11) -----------------------------------------------------------------
+    def schedule_retry(self, run: TaskRun) -> bool:
+        """Decide and arm a retry; False means the failure is final."""
+        task = run.task
+        schedule = task.get("retry_schedule")
+        if schedule and task.get("retry_schedule_level", "0") in ("0", ""):
+            self._advance_level(task, schedule)
+        elif task.get("retry_delay") is None or task.get("retry_times") is None:
+            return False
+        delay = int(task.get("retry_delay", "0") or 0)
+        times = int(task.get("retry_times", "0") or 0)
+        if schedule and times == 0:
+            self._advance_level(task, schedule)
+            delay = int(task.get("retry_delay", "0") or 0)
+            times = int(task.get("retry_times", "0") or 0)
+        if delay == 0 or times == 0:
+            return False
+        retval_filter = task.get("retry_retval")
+        if retval_filter is not None and retval_filter != task.get("retval"):
+            return False
+        task.set("retry_at", now(time.time() + delay))
+        task.set("retry_times", str(times - 1))
+        self._count(job_of(task), "retrying_tasks", 1)
+        loop = asyncio.get_running_loop()
+        self.retrying[run] = loop.call_later(delay, self.retry_now, run)
+        return True
+
+    def _advance_level(self, task: etree._Element, schedule: str) -> None:
+        level = int(task.get("retry_schedule_level", "0") or 0) + 1
+        task.set("retry_schedule_level", str(level))
+        levels = self.doc.xpath(
+            "schedules/schedule[@name=$n]/level", n=schedule
+        )
+        if level <= len(levels):
+            task.set("retry_delay", levels[level - 1].get("retry_delay", "0"))
+            task.set("retry_times", levels[level - 1].get("retry_times", "0"))
+        else:
+            task.set("retry_delay", "0")
+            task.set("retry_times", "0")
+
+    def retry_now(self, run: TaskRun) -> None:
+        """A retry is due (timer, SIGUSR1, cancel): queue the task again."""
+        handle = self.retrying.pop(run, None)
+        if handle is None:
+            return
+        handle.cancel()
+        self._count(job_of(run.task), "retrying_tasks", -1)
+        self.enqueue(TaskRun(self, run.task))
+        self.check_end()
+
+    def retry_all(self) -> None:
+        for run in list(self.retrying):
+            self.retry_now(run)
+
+    # -- actions (§4.14) -----------------------------------------------------------------
+    def cancel(self) -> None:
+        self.cancelling = True
+        self.retry_all()
+        self.engine.queues_cancel(self)
+        self.check_end()
+
+    async def kill_task(self, pid: int) -> None:
+        for run in list(self.runs):
+            if run.pid == pid and run.task.get("status") == "EXECUTING":
+                await self.engine.server.runner.kill(run)
+
+    # -- end (§4.12) ---------------------------------------------------------------------
+    def check_end(self) -> None:
+        if self.ended or self.running or self.retrying:
+            return
+        self.ended = True
+        self.doc.set("status", "TERMINATED")
+        if self.errors:
+            self.doc.set("errors", str(self.errors))
+        self.engine.terminated(self)
+
+    def suspend(self) -> None:
+        """Shutdown: drop timers, keep the state for the next start (§4.13.2)."""
+        for handle in self.retrying.values():
+            handle.cancel()
+        self.ended = True

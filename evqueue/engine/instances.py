@@ -1,0 +1,565 @@
+"""The registry of workflow instances: launch, savepoints, history, resume, actions.
+
+Persistence follows ``workflowinstance.savepoint.level`` (workflow.md §4.13) with one
+improvement: at levels 2 and 3 the running document is also written behind execution
+(coalesced, group-committed), so even after a ``kill -9`` of the daemon the next start resumes
+every instance instead of marking it TERMINATED with an empty savepoint as the original does.
+A task spawned but not yet saved is still matched at resume through the key the forker keeps
+for each task (``<instance id>:<evqid>``), so nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+
+from evqueue.engine.evaluation import new_instance
+from evqueue.engine.instance import TaskRun, WorkflowInstance, job_of
+from evqueue.protocol.errors import ApiError
+from evqueue.storage.base import now
+
+if TYPE_CHECKING:
+    from evqueue.engine.users import User
+    from evqueue.engine.workflows import Workflow
+    from evqueue.server import Server
+
+log = logging.getLogger(__name__)
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                          huge_tree=True)
+_PERIODS = ("year", "month", "day", "hour")
+#: 1-based SUBSTR offsets in 'YYYY-MM-DD HH:MM:SS' (the same text on both backends)
+_SLICES = {"year": (1, 4), "month": (6, 2), "day": (9, 2), "hour": (12, 2)}
+_COUNTERS = ("running_tasks", "queued_tasks", "retrying_tasks", "error_tasks",
+             "waiting_conditions")
+#: write-behind delay of running savepoints at level 2 (level 3 writes at once)
+_SAVE_DELAY = 0.05
+
+
+def parse_document(xml: str | bytes) -> etree._Element:
+    return etree.fromstring(xml.encode("utf-8") if isinstance(xml, str) else xml, _PARSER)
+
+
+class Instances:
+    """All instances executing on this node, and access to the stored ones."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.storage = server.storage
+        self.events = server.events
+        self.queues = server.queues
+        self.config = server.config
+        self.level: int = server.config["workflowinstance.savepoint.level"]
+        self.active: dict[int, WorkflowInstance] = {}
+        #: terminated instances whose final savepoint is not committed yet: id → (wf id, xml)
+        self._finishing: dict[int, tuple[int, bytes]] = {}
+        self._dirty: set[WorkflowInstance] = set()
+        self._save_handle: asyncio.Handle | None = None
+        self._next_id = 1  # in-process sequence at levels 0/1 (ops.md §3.4)
+        self._pending: set[asyncio.Task] = set()
+
+    async def load_sequence(self) -> None:
+        row = await self.storage.query_one(
+            "SELECT MAX(workflow_instance_id) FROM t_workflow_instance")
+        self._next_id = (row[0] or 0) + 1 if row else 1
+
+    # -- launch --------------------------------------------------------------------------
+    async def launch(
+        self, workflow: Workflow, parameters: Iterable[tuple[str, str]], *, host: str = "",
+        user: str = "", comment: str = "", schedule_id: int | None = None,
+    ) -> WorkflowInstance:
+        """Create, persist (level ≥ 2) and start an instance (workflow.md §2.1, §4.1)."""
+        stats = self.server.statistics
+        try:
+            doc = new_instance(
+                workflow.definition, workflow.name, parameters, host=host, user=user,
+                comment=comment,
+                retry_schedule=lambda name: self.server.retry_schedules.get_by_name(
+                    name).document(),
+            )
+        except ApiError:
+            stats.workflow_exceptions += 1
+            raise
+        if self.level >= 2:
+            result = await self.storage.execute(
+                "INSERT INTO t_workflow_instance (node_name, workflow_id, workflow_schedule_id, "
+                "workflow_instance_host, workflow_instance_start, workflow_instance_status, "
+                "workflow_instance_comment) VALUES (%s, %s, %s, %s, %s, 'EXECUTING', %s)",
+                (self.server.node, workflow.id, schedule_id, host, now(), comment),
+            )
+            instance_id = result.lastrowid
+            if self.config["workflowinstance.saveparameters"]:
+                for p in doc.iterfind("parameters/parameter"):
+                    self.storage.write(
+                        "INSERT INTO t_workflow_instance_parameters (workflow_instance_id, "
+                        "workflow_instance_parameter, workflow_instance_parameter_value) "
+                        "VALUES (%s, %s, %s)", (instance_id, p.get("name"), p.text or ""))
+        else:
+            instance_id = self._next_id
+            self._next_id += 1
+        doc.set("id", str(instance_id))
+        inst = WorkflowInstance(self, instance_id, workflow.id, doc, schedule_id=schedule_id)
+        self._register(inst)
+        log.info("[WID %s] Started", instance_id)
+        inst.start()
+        return inst
+
+    def _register(self, inst: WorkflowInstance) -> None:
+        self.active[inst.id] = inst
+        stats = self.server.statistics
+        stats.workflow_instance_launched += 1
+        stats.workflow_instance_executing += 1
+
+    # -- savepoints ----------------------------------------------------------------------
+    def savepoint_progress(self, inst: WorkflowInstance) -> None:
+        """Write the running document behind execution (levels 2 and 3)."""
+        if self.level < 2:
+            return
+        self._dirty.add(inst)
+        if self._save_handle is None:
+            loop = asyncio.get_running_loop()
+            delay = 0 if self.level >= 3 else _SAVE_DELAY
+            self._save_handle = loop.call_later(delay, self._save_dirty)
+
+    def _save_dirty(self) -> None:
+        self._save_handle = None
+        dirty, self._dirty = self._dirty, set()
+        for inst in dirty:
+            if inst.ended:
+                continue
+            self.storage.write(
+                "UPDATE t_workflow_instance SET workflow_instance_savepoint = %s "
+                "WHERE workflow_instance_id = %s",
+                (etree.tostring(inst.doc, encoding="unicode"), inst.id),
+            )
+
+    def terminated(self, inst: WorkflowInstance) -> None:
+        """workflow.md §4.12: final savepoint, custom attributes, tags, then release."""
+        end = now()
+        if self.level >= 1:
+            inst.doc.set("end_time", end)
+            inst.doc.set("errors", str(inst.errors))
+        self._dirty.discard(inst)
+        xml = etree.tostring(inst.doc, encoding="unicode")
+        self.active.pop(inst.id, None)
+        stats = self.server.statistics
+        stats.workflow_instance_executing -= 1
+        if inst.errors:
+            stats.workflow_instance_errors += 1
+        if self.level >= 1:
+            self._finishing[inst.id] = (inst.workflow_id, xml.encode("utf-8"))
+            self._spawn(self._save_final(inst, xml, end))
+        log.info("[WID %s] Terminated", inst.id)
+        if not inst.done.done():
+            inst.done.set_result(None)
+        self.server.instance_ended(inst)
+        self.events.publish("INSTANCE_TERMINATED", inst.id)
+
+    async def _save_final(self, inst: WorkflowInstance, xml: str, end: str) -> None:
+        try:
+            if self.level >= 2:
+                await self.storage.execute(
+                    "UPDATE t_workflow_instance SET workflow_instance_status = 'TERMINATED', "
+                    "workflow_instance_end = %s, workflow_instance_errors = %s, "
+                    "workflow_instance_savepoint = %s WHERE workflow_instance_id = %s",
+                    (end, inst.errors, xml, inst.id),
+                )
+                await self._custom_attributes(inst)
+            else:
+                await self._insert_row(inst, xml, "TERMINATED", end)
+        except Exception:
+            log.exception("[WID %s] Could not save the final savepoint", inst.id)
+        finally:
+            self._finishing.pop(inst.id, None)
+
+    async def _insert_row(self, inst: WorkflowInstance, xml: str, status: str,
+                          end: str | None) -> None:
+        await self.storage.execute(
+            "INSERT INTO t_workflow_instance (workflow_instance_id, node_name, workflow_id, "
+            "workflow_schedule_id, workflow_instance_host, workflow_instance_start, "
+            "workflow_instance_end, workflow_instance_status, workflow_instance_errors, "
+            "workflow_instance_comment, workflow_instance_savepoint) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (inst.id, self.server.node, inst.workflow_id, inst.schedule_id,
+             inst.doc.get("host", ""), inst.doc.get("start_time", now()), end, status,
+             inst.errors, inst.doc.get("comment", ""), xml),
+        )
+
+    async def _custom_attributes(self, inst: WorkflowInstance) -> None:
+        """workflow.md §4.15: searchable custom attributes and automatic tags."""
+        try:
+            values, tags = inst.eval.end_values(inst.doc)
+        except Exception as e:
+            log.warning("[WID %s] Custom attributes/tags: %s", inst.id, e)
+            return
+        for name, value in values:
+            self.storage.write(
+                "INSERT INTO t_workflow_instance_filters (workflow_instance_id, "
+                "workflow_instance_filter, workflow_instance_filter_value) VALUES (%s, %s, %s)",
+                (inst.id, name, value[:255]))
+        for label in tags:
+            tag_id = await self.server.tags.ensure(label)
+            self.storage.write(
+                "INSERT INTO t_workflow_instance_tag (tag_id, workflow_instance_id) "
+                "VALUES (%s, %s)", (tag_id, inst.id))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def suspend_all(self) -> None:
+        """Clean shutdown: save every running instance as it is (workflow.md §4.13.2)."""
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_handle = None
+        for inst in list(self.active.values()):
+            inst.suspend()
+            xml = etree.tostring(inst.doc, encoding="unicode")
+            if self.level >= 2:
+                self.storage.write(
+                    "UPDATE t_workflow_instance SET workflow_instance_savepoint = %s "
+                    "WHERE workflow_instance_id = %s", (xml, inst.id))
+            else:
+                await self._insert_row(inst, xml, "EXECUTING", None)
+            log.log(25, "[WID %s] Suspended during shutdown", inst.id)
+            if not inst.done.done():
+                inst.done.cancel()
+        self.active.clear()
+        if self._pending:
+            await asyncio.wait(list(self._pending))
+        await self.storage.flush()
+
+    # -- resume at start-up (workflow.md §4.13.3) -------------------------------------------
+    async def resume(self) -> None:
+        """Rebuild this node's EXECUTING instances from their savepoints."""
+        rows = await self.storage.query(
+            "SELECT workflow_instance_id, workflow_id, workflow_schedule_id, "
+            "workflow_instance_savepoint FROM t_workflow_instance "
+            "WHERE workflow_instance_status = 'EXECUTING' AND node_name = %s "
+            "ORDER BY workflow_instance_id", (self.server.node,))
+        for instance_id, workflow_id, schedule_id, savepoint in rows:
+            if not savepoint:
+                await self.storage.execute(
+                    "UPDATE t_workflow_instance SET workflow_instance_status = 'TERMINATED' "
+                    "WHERE workflow_instance_id = %s", (instance_id,))
+                continue
+            try:
+                doc = parse_document(savepoint)
+            except etree.XMLSyntaxError:
+                log.error("[WID %s] Invalid savepoint, cannot resume", instance_id)
+                continue
+            log.log(25, "[WID %s] Resuming", instance_id)
+            inst = WorkflowInstance(self, instance_id, workflow_id, doc, schedule_id=schedule_id)
+            self._register(inst)
+            self.restore(inst)
+
+    def restore(
+        self, inst: WorkflowInstance, *, adopt: bool = True,
+        lost_message: str = "Task process was lost while the engine was down",
+    ) -> None:
+        """Re-attach a rebuilt document's tasks: tasks the forker knows (running, or exit
+        pending — even if the savepoint still says QUEUED) are re-registered, other queued
+        ones are queued again, lost executing ones fail, failed ones go through the retry
+        decision again."""
+        runner = self.server.runner
+        doc = inst.doc
+        for node in doc.iter("job", "task", "workflow"):
+            for name in _COUNTERS:
+                node.attrib.pop(name, None)
+        inst.eval.reindex()
+        for node in doc.iter("job", "task"):
+            if node.get("status") == "WAITING":
+                inst.waiting.append((node, inst.eval.context_of(node)))
+                inst._count(job_of(node) if node.tag == "task" else node,
+                            "waiting_conditions", 1)
+        lost = []
+        for task in list(doc.iter("task")):
+            status = task.get("status")
+            tid = runner.tid_of(inst.id, task) if task.get("evqid") else 0
+            if adopt and tid and status in ("QUEUED", "EXECUTING") and runner.knows(tid):
+                runner.adopt(inst, task, tid)
+            elif status == "QUEUED":
+                inst.enqueue(TaskRun(inst, task))
+            elif status == "EXECUTING":
+                lost.append(task)
+            elif status == "TERMINATED" and task.get("retval") not in ("0", None):
+                run = TaskRun(inst, task)
+                if not inst.schedule_retry(run):
+                    inst._task_error(task)
+        for task in lost:
+            runner.lost(inst, task, lost_message)
+        self.events.publish("INSTANCE_STARTED", inst.id)
+        inst.check_end()
+
+    def queues_cancel(self, inst: WorkflowInstance) -> None:
+        """Cancel: move the instance's queued tasks to the head of their queues (§4.14)."""
+        for queue in list(self.queues.queues.values()):
+            taken = queue.remove_where(lambda run: run.instance is inst)
+            if taken:
+                self.queues.enqueue_urgent(queue, taken)
+
+    # -- lookups -------------------------------------------------------------------------
+    def active_or_error(self, instance_id: int, message: str) -> WorkflowInstance:
+        inst = self.active.get(instance_id)
+        if inst is None:
+            raise ApiError("UNKNOWN_INSTANCE", message)
+        return inst
+
+    async def document(self, instance_id: int) -> tuple[int, etree._Element]:
+        """``instance query``: the live document, else the stored one (protocol.md §3.6.2)."""
+        inst = self.active.get(instance_id)
+        if inst is not None:
+            return inst.workflow_id, _copy(inst.doc)
+        finishing = self._finishing.get(instance_id)
+        if finishing is not None:
+            return finishing[0], parse_document(finishing[1])
+        row = await self.storage.query_one(
+            "SELECT workflow_id, workflow_instance_status, workflow_instance_savepoint "
+            "FROM t_workflow_instance WHERE workflow_instance_id = %s", (instance_id,))
+        if row is None:
+            raise ApiError("UNKNOWN_INSTANCE", "Unknown workflow instance")
+        workflow_id, status, savepoint = row
+        if status != "TERMINATED":
+            raise ApiError("WRONG_NODE", "Workflow instance is still running on another node, "
+                           "query the corresponding node")
+        if savepoint is None:
+            raise ApiError("INVALID_XML", "Invalid workflow XML")
+        try:
+            return workflow_id, parse_document(savepoint)
+        except etree.XMLSyntaxError:
+            raise ApiError(None, "Invalid XML document") from None
+
+    async def workflow_of(self, instance_id: int, *, missing_ok: bool = False) -> int:
+        inst = self.active.get(instance_id)
+        if inst is not None:
+            return inst.workflow_id
+        row = await self.storage.query_one(
+            "SELECT workflow_id FROM t_workflow_instance WHERE workflow_instance_id = %s",
+            (instance_id,))
+        if row is None:
+            if missing_ok:
+                return 0
+            raise ApiError("UNKNOWN_INSTANCE", "Instance ID not found")
+        return row[0]
+
+    # -- actions -------------------------------------------------------------------------
+    async def delete(self, instance_id: int) -> None:
+        await self.storage.flush()
+
+        def tx(t: Any) -> int:
+            n = t.execute(
+                "DELETE FROM t_workflow_instance WHERE workflow_instance_id = %s AND "
+                "workflow_instance_status = 'TERMINATED'", (instance_id,)).rowcount
+            if n:
+                for table in ("t_workflow_instance_parameters", "t_workflow_instance_filters",
+                              "t_datastore", "t_workflow_instance_tag"):
+                    t.execute(f"DELETE FROM {table} WHERE workflow_instance_id = %s",
+                              (instance_id,))
+            return n
+
+        if instance_id in self._finishing or not await self.storage.transaction(tx):
+            raise ApiError("UNKNOWN_INSTANCE", "Instance ID not found")
+        self.events.publish("INSTANCE_REMOVED", instance_id)
+
+    async def tag(self, instance_id: int, tag_id: int) -> None:
+        if not self.server.tags.exists(tag_id):
+            raise ApiError("UNKNOWN_TAG", "Unknown Tag")
+        await self.storage.flush()
+        row = await self.storage.query_one(
+            "SELECT workflow_instance_status FROM t_workflow_instance "
+            "WHERE workflow_instance_id = %s", (instance_id,))
+        if row is None:
+            raise ApiError("UNKNOWN_INSTANCE", "Instance ID not found")
+        if row[0] != "TERMINATED" or instance_id in self._finishing:
+            raise ApiError("INSTANCE_IS_RUNNING", "Instance is not terminated")
+        if await self.storage.query_one(
+            "SELECT 1 FROM t_workflow_instance_tag WHERE tag_id = %s AND "
+            "workflow_instance_id = %s", (tag_id, instance_id)):
+            raise ApiError("INSTANCE_ALREADY_TAGGED", "Instance is already tagged")
+        await self.storage.execute(
+            "INSERT INTO t_workflow_instance_tag (tag_id, workflow_instance_id) VALUES (%s, %s)",
+            (tag_id, instance_id))
+        self.events.publish("INSTANCE_TAGGED", instance_id)
+
+    async def untag(self, instance_id: int, tag_id: int) -> None:
+        result = await self.storage.execute(
+            "DELETE FROM t_workflow_instance_tag WHERE tag_id = %s AND workflow_instance_id = %s",
+            (tag_id, instance_id))
+        if not result.rowcount:
+            raise ApiError("UNKNOWN_TAG_OR_INSTANCE", "Instance ID or tag ID not found")
+        self.events.publish("INSTANCE_UNTAGGED", instance_id)
+
+    async def debug_resume(self, instance_id: int) -> WorkflowInstance:
+        """Clone a terminated instance and re-run what failed (workflow.md §4.14)."""
+        await self.storage.flush()
+        row = await self.storage.query_one(
+            "SELECT workflow_id, workflow_instance_host, workflow_instance_comment, "
+            "workflow_instance_savepoint FROM t_workflow_instance WHERE "
+            "workflow_instance_id = %s AND workflow_instance_status = 'TERMINATED'",
+            (instance_id,))
+        if row is None or not row[3] or instance_id in self._finishing:
+            raise ApiError(None, "Unable to find instance to resume, or instance is not "
+                           "terminated")
+        workflow_id, host, comment, savepoint = row
+        doc = parse_document(savepoint)
+        for attr in ("end_time", "errors"):
+            doc.attrib.pop(attr, None)
+        doc.set("status", "EXECUTING")
+        result = await self.storage.execute(
+            "INSERT INTO t_workflow_instance (node_name, workflow_id, workflow_schedule_id, "
+            "workflow_instance_host, workflow_instance_start, workflow_instance_status, "
+            "workflow_instance_comment) VALUES (%s, %s, 0, %s, %s, 'EXECUTING', %s)",
+            (self.server.node, workflow_id, host or "", now(), comment or ""))
+        doc.set("id", str(result.lastrowid))
+        for task in doc.iter("task"):
+            if task.get("status") == "TERMINATED" and task.get("retval") not in ("0", None):
+                for attr in ("retry_schedule_level", "retry_times", "retry_at", "progression",
+                             "error", "retval", "execution_time", "status"):
+                    task.attrib.pop(attr, None)
+                task.set("status", "QUEUED")
+        inst = WorkflowInstance(self, result.lastrowid, workflow_id, doc, schedule_id=0)
+        self._register(inst)
+        self.restore(inst, adopt=False)
+        self.savepoint_progress(inst)
+        return inst
+
+    async def migrate(self, instance_id: int) -> None:
+        """Adopt an instance left EXECUTING by another (dead) node (ops.md §1.5)."""
+        row = await self.storage.query_one(
+            "SELECT workflow_id, workflow_schedule_id, workflow_instance_savepoint "
+            "FROM t_workflow_instance WHERE workflow_instance_id = %s AND "
+            "workflow_instance_status = 'EXECUTING' AND node_name <> %s",
+            (instance_id, self.server.node))
+        if row is None or not row[2]:
+            raise ApiError(None, "Workflow ID not found or already belongs to this node")
+        workflow_id, schedule_id, savepoint = row
+        await self.storage.execute(
+            "UPDATE t_workflow_instance SET node_name = %s WHERE workflow_instance_id = %s",
+            (self.server.node, instance_id))
+        inst = WorkflowInstance(self, instance_id, workflow_id, parse_document(savepoint),
+                                schedule_id=schedule_id)
+        self._register(inst)
+        self.restore(inst, adopt=False, lost_message="Task migrated")
+
+    # -- history -------------------------------------------------------------------------
+    async def list(
+        self, *, user: User, filter_id: int, filter_node: str, filter_workflow: str,
+        filter_launched_from: str, filter_launched_until: str, filter_ended_from: str,
+        filter_ended_until: str, filter_status: str, filter_error: bool, filter_tag_id: int,
+        filter_schedule_id: int, parameters: dict[str, str], custom: dict[str, str],
+        groupby: str, limit: int, offset: int,
+    ) -> tuple[int, list[tuple[dict[str, str], list[tuple[int, str]] | None]]]:
+        """``instances list`` (protocol.md §3.6.3, errata 16): rows and the matching total."""
+        await self.storage.flush()
+        where = ["1=1"]
+        args: list[Any] = []
+        if not user.is_admin:
+            readable = [wid for wid in self.server.workflows.ids() if user.can(wid, "read")]
+            if not readable:
+                return 0, []
+            where.append(f"wi.workflow_id IN ({','.join(str(w) for w in readable)})")
+        if filter_id:
+            where.append("wi.workflow_instance_id = %s")
+            args.append(filter_id)
+        if filter_node:
+            where.append("wi.node_name = %s")
+            args.append(filter_node)
+        if filter_workflow:
+            where.append("w.workflow_name = %s")
+            args.append(filter_workflow)
+        for value, clause in (
+            (filter_launched_from, "wi.workflow_instance_start >= %s"),
+            (filter_launched_until, "wi.workflow_instance_start <= %s"),
+            (filter_ended_from, "wi.workflow_instance_end >= %s"),
+            (filter_ended_until, "wi.workflow_instance_end <= %s"),
+        ):
+            if value and _DATETIME.match(value):
+                where.append(clause)
+                args.append(value)
+        if filter_status:
+            where.append("wi.workflow_instance_status = %s")
+            args.append(filter_status)
+        if filter_error:
+            where.append("wi.workflow_instance_errors > 0")
+        if filter_tag_id:
+            where.append("wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
+                         "t_workflow_instance_tag WHERE tag_id = %s)")
+            args.append(filter_tag_id)
+        if filter_schedule_id:
+            where.append("wi.workflow_schedule_id = %s")
+            args.append(filter_schedule_id)
+        for name, value in parameters.items():
+            where.append("wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
+                         "t_workflow_instance_parameters WHERE workflow_instance_parameter = %s "
+                         "AND workflow_instance_parameter_value = %s)")
+            args += [name, value]
+        for name, value in custom.items():
+            where.append("wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
+                         "t_workflow_instance_filters WHERE workflow_instance_filter = %s "
+                         "AND workflow_instance_filter_value = %s)")
+            args += [name, value]
+        base = ("FROM t_workflow_instance wi JOIN t_workflow w ON w.workflow_id = wi.workflow_id "
+                "WHERE " + " AND ".join(where))
+        if groupby:
+            return await self._list_grouped(base, args, groupby, limit, offset)
+        total = (await self.storage.query_one(f"SELECT COUNT(*) {base}", args))[0]
+        rows = await self.storage.query(
+            "SELECT wi.workflow_instance_id, w.workflow_name, wi.node_name, "
+            "wi.workflow_instance_host, wi.workflow_instance_start, wi.workflow_instance_end, "
+            "wi.workflow_instance_errors, wi.workflow_instance_status, "
+            f"wi.workflow_schedule_id, wi.workflow_instance_comment {base} "
+            "ORDER BY wi.workflow_instance_end IS NULL, wi.workflow_instance_end DESC, "
+            "wi.workflow_instance_id LIMIT %s OFFSET %s", [*args, limit, offset])
+        tags: dict[int, list[tuple[int, str]]] = {r[0]: [] for r in rows}
+        if rows:
+            ids = ",".join(str(r[0]) for r in rows)
+            for iid, tid, label in await self.storage.query(
+                "SELECT it.workflow_instance_id, t.tag_id, t.tag_label FROM "
+                "t_workflow_instance_tag it JOIN t_tag t ON t.tag_id = it.tag_id "
+                f"WHERE it.workflow_instance_id IN ({ids}) ORDER BY t.tag_label"):
+                tags[iid].append((tid, label))
+        items = []
+        for iid, name, node, host, start, end, errors, status, schedule_id, comment in rows:
+            attrs = {"id": str(iid), "name": name, "node_name": node or ""}
+            if host is not None:
+                attrs["host"] = host
+            attrs.update(start_time=start or "", end_time=end or "",
+                         errors=str(errors or 0), status=status)
+            if schedule_id is not None:
+                attrs["schedule_id"] = str(schedule_id)
+            attrs["comment"] = comment or ""
+            items.append((attrs, tags[iid]))
+        return total, items
+
+    async def _list_grouped(self, base: str, args: list[Any], groupby: str, limit: int,
+                            offset: int) -> tuple[int, list[tuple[dict[str, str], None]]]:
+        """Counts per workflow, node and period; an unknown period groups by workflow and
+        node only (errata 16)."""
+        parts = _PERIODS[: _PERIODS.index(groupby) + 1] if groupby in _PERIODS else ()
+        exprs = [f"SUBSTR(wi.workflow_instance_start, {_SLICES[p][0]}, {_SLICES[p][1]})"
+                 for p in parts]
+        cols = ", ".join(["w.workflow_name", "wi.node_name", *exprs])
+        order = ", ".join(f"{e} DESC" for e in exprs) or "w.workflow_name"
+        rows = await self.storage.query(
+            f"SELECT {cols}, COUNT(*) {base} GROUP BY {cols} ORDER BY {order}", args)
+        items = []
+        for row in rows[offset:offset + limit]:
+            attrs = {"name": row[0], "node_name": row[1] or ""}
+            for p, v in zip(parts, row[2:-1], strict=True):
+                attrs[p] = str(int(v))
+            attrs["count"] = str(row[-1])
+            items.append((attrs, None))
+        return len(rows), items
+
+
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$")
+
+
+def _copy(doc: etree._Element) -> etree._Element:
+    return etree.fromstring(etree.tostring(doc))

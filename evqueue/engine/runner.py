@@ -1,0 +1,283 @@
+"""From a dequeued task to a process and back (workflow.md §4.4–§4.5, §4.9, §4.16, §6).
+
+The runner turns a task node into an invocation (argv, environment, stdin, working directory),
+hands it to the forker through the spawner, and turns the exit record into the task's outputs:
+files are read off the loop, truncated past ``datastore.db.maxsize``, sanitised, and moved to
+``t_datastore`` above ``datastore.dom.maxsize``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+
+from evqueue.engine.evaluation import Stored, task_inputs
+from evqueue.engine.instance import Output, TaskRun, WorkflowInstance
+from evqueue.engine.queue_pool import Queue
+from evqueue.process.spawner import KILLTASK_NOTE, ExitRecord, Spawner, TaskSpec
+from evqueue.storage.base import now
+
+if TYPE_CHECKING:
+    from evqueue.server import Server
+
+log = logging.getLogger(__name__)
+
+#: low bits of a tid hold the task's evqid, high bits the instance id (see Runner.tid_of)
+_EVQID_BITS = 20
+
+
+
+class InvocationError(Exception):
+    """The task cannot be started; the text follows ``Task execution : ``."""
+
+
+def _flag(task: etree._Element, name: str) -> bool:
+    value = task.get(name, "no")
+    if value == "yes":
+        return True
+    if value == "no":
+        return False
+    try:
+        return int(value) != 0
+    except ValueError:
+        raise InvocationError(f"Attribute '{name}' has invalid boolean value") from None
+
+
+def expand_words(path: str) -> list[str]:
+    """Shell-like word expansion of a task path: quotes, ``$VAR``, ``~`` (the original used
+    ``wordexp``; command substitution is deliberately not performed)."""
+    try:
+        words = shlex.split(path)
+    except ValueError:
+        raise InvocationError("Error expanding task command line") from None
+    out = []
+    for w in words:
+        w = os.path.expanduser(os.path.expandvars(w))
+        if w:
+            out.append(w)
+    if not out:
+        raise InvocationError("Error expanding task command line")
+    return out
+
+
+class Runner:
+    """Starts dequeued tasks and collects their exits."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        cfg = server.config
+        self.tasks_dir: str = cfg["processmanager.tasks.directory"]
+        self.scripts_dir: str = cfg["processmanager.scripts.directory"]
+        self.delete_scripts: bool = cfg["processmanager.scripts.delete"]
+        self.db_max: int = cfg["datastore.db.maxsize"]
+        self.dom_max: int = cfg["datastore.dom.maxsize"]
+        self.spawner: Spawner | None = None
+        self.running: dict[int, TaskRun] = {}
+        #: exits replayed by the forker before the instances were resumed
+        self._early: dict[int, ExitRecord] | None = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- start ---------------------------------------------------------------------------
+    def start_task(self, queue: Queue, run: TaskRun) -> None:
+        """QueuePool callback: ``run`` got a slot in ``queue``."""
+        inst = run.instance
+        reason = inst.dequeued(run)
+        if reason is None:
+            try:
+                spec = self.invocation(run)
+            except InvocationError as e:
+                reason = str(e)
+        if reason is not None:
+            inst.start_failed(run, reason)
+            self.server.queues.release(queue)
+            return
+        run.tid = spec.tid
+        self.running[spec.tid] = run
+        self._background(self._spawn(queue, run, spec))
+
+    async def _spawn(self, queue: Queue, run: TaskRun, spec: TaskSpec) -> None:
+        assert self.spawner is not None
+        try:
+            run.pid = await self.spawner.spawn(spec)
+        except Exception as e:
+            log.error("Could not start task %s: %s", spec.tid, e)
+            self.running.pop(spec.tid, None)
+            run.instance.start_failed(run, "Could not fork task monitor, see engine logs")
+            self.server.queues.release(queue)
+            return
+        if run.task.get("status") == "QUEUED":
+            run.instance.started(run)
+
+    @staticmethod
+    def tid_of(instance_id: int, task: etree._Element) -> int:
+        """The task id: derived from the instance id and the task's evqid, so a restarted
+        daemon recognises its tasks in the forker's records even when the last savepoint
+        did not see them start (nothing runs twice after a crash)."""
+        evqid = int(task.get("evqid", "0"))
+        if not 0 < evqid < 1 << _EVQID_BITS:
+            raise InvocationError("Task has no valid evqid")
+        return instance_id << _EVQID_BITS | evqid
+
+    def invocation(self, run: TaskRun) -> TaskSpec:
+        """Build argv/env/stdin/cwd of a task node (workflow.md §4.9)."""
+        task = run.task
+        mode = task.get("parameters-mode", "CMDLINE")
+        if mode not in ("CMDLINE", "ENV"):
+            raise InvocationError(f"Unkown parameters mode {mode}")
+        method = task.get("output-method", "TEXT")
+        if method not in ("TEXT", "XML"):
+            raise InvocationError(f"Unkown output method {method}")
+        type_ = task.get("type", "BINARY")
+        if type_ not in ("BINARY", "SCRIPT"):
+            raise InvocationError(f"Unkown type {type_}")
+        _flag(task, "use-agent")
+        merge = _flag(task, "merge-stderr")
+        if task.get("host"):
+            raise InvocationError("Remote execution (host) is not supported by this node")
+        tid = self.tid_of(run.instance.id, task)
+        inputs = task_inputs(task)
+        if type_ == "SCRIPT":
+            argv = [self._write_script(tid, inputs.script or "")]
+        else:
+            argv = expand_words(task.get("path", ""))
+            if not argv[0].startswith("/"):
+                argv[0] = os.path.join(self.tasks_dir, argv[0])
+        return TaskSpec(
+            tid=tid, argv=argv + inputs.arguments, env=inputs.environment or None,
+            cwd=task.get("wd") or None, stdin=inputs.stdin.encode("utf-8"),
+            merge_stderr=merge,
+        )
+
+    def _write_script(self, tid: int, text: str) -> str:
+        path = os.path.join(self.scripts_dir, f"{tid}.script")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+
+    # -- exit ----------------------------------------------------------------------------
+    def on_exit(self, record: ExitRecord) -> None:
+        """Spawner callback: a task process ended (or its exit was replayed)."""
+        run = self.running.get(record.tid)
+        if run is None and self._early is not None:
+            self._early[record.tid] = record
+            return
+        if run is None:
+            log.warning("Exit of unknown task %s dropped", record.tid)
+            self.spawner.ack(record.tid)
+            return
+        self._background(self._collect(run, record))
+
+    async def _collect(self, run: TaskRun, record: ExitRecord) -> None:
+        assert self.spawner is not None
+        retval = record.retval
+        try:
+            out = await self.spawner.read_outputs(record.tid, self.db_max)
+            stdout_b, stderr, logtext = out.stdout, out.stderr, out.log
+        except OSError as e:
+            stdout_b, stderr, logtext = None, str(e).encode(), b""
+        if stdout_b is None:
+            stdout = ("[ ProcessManager ] Could not read task log, setting retcode to -1 to "
+                      "block subjobs")
+            retval = -1
+        else:
+            stdout = stdout_b.decode("utf-8", "replace")
+        if run.task.get("type") == "SCRIPT" and self.delete_scripts:
+            _unlink(os.path.join(self.scripts_dir, f"{record.tid}.script"))
+        inst = run.instance
+        xml_stdout = retval == 0 and run.task.get("output-method") == "XML"
+        texts = [stdout if xml_stdout else await self._store(inst, stdout),
+                 await self._store(inst, stderr.decode("utf-8", "replace")),
+                 await self._store(inst, logtext.decode("utf-8", "replace"))]
+        self.running.pop(record.tid, None)
+        if not inst.ended:
+            inst.stopped(run, retval, *texts)
+        if run.queue is not None:
+            self.server.queues.release(run.queue)
+        self.spawner.ack(record.tid)
+
+    def on_progress(self, tid: int, percent: int) -> None:
+        """Spawner callback: a ``%N`` line on the task's fd 3."""
+        run = self.running.get(tid)
+        if run is not None and not run.instance.ended:
+            run.instance.progress(run, percent)
+
+    async def _store(self, inst: WorkflowInstance, text: str) -> Output:
+        """Keep small outputs inline; move large ones to ``t_datastore`` (§4.16)."""
+        if len(text) < self.dom_max:
+            return text
+        try:
+            result = await self.server.storage.execute(
+                "INSERT INTO t_datastore (workflow_instance_id, datastore_value) "
+                "VALUES (%s, %s)", (inst.id, text))
+        except Exception as e:
+            return Stored(error=str(e))
+        return Stored(result.lastrowid)
+
+    # -- restart -----------------------------------------------------------------------
+    def knows(self, tid: int) -> bool:
+        """At resume: the forker runs this task, or holds its exit."""
+        assert self.spawner is not None
+        return self.early_exit(tid) or tid in self.spawner.running()
+
+    def early_exit(self, tid: int) -> bool:
+        return self._early is not None and tid in self._early
+
+    def resumed(self) -> None:
+        """Instances are rebuilt: collect the exits replayed meanwhile, ack unknown ones."""
+        early, self._early = self._early or {}, None
+        for record in early.values():
+            self.on_exit(record)
+
+    def adopt(self, inst: WorkflowInstance, task: etree._Element, tid: int) -> None:
+        """A task the forker still knows (running, or exit pending): wait for its exit."""
+        assert self.spawner is not None
+        pid = self.spawner.running().get(tid) or int(task.get("pid", "0"))
+        run = TaskRun(inst, task, tid=tid, pid=pid)
+        host = task.get("queue_host") or task.get("host")
+        try:
+            run.queue = self.server.queues.resolve(task.get("queue", ""), host)
+            self.server.queues.adopt_running(run.queue)
+        except Exception:
+            run.queue = None
+        task.set("status", "EXECUTING")
+        task.set("tid", str(tid))
+        task.set("pid", str(pid))
+        task.attrib.setdefault("execution_time", now())
+        job = task.getparent().getparent()
+        inst._count(job, "running_tasks", 1)
+        inst.running += 1
+        inst.runs.add(run)
+        self.running[tid] = run
+
+    def lost(self, inst: WorkflowInstance, task: etree._Element, message: str) -> None:
+        """An EXECUTING task nobody knows any more: it failed with retval -1."""
+        run = TaskRun(inst, task)
+        job = task.getparent().getparent()
+        inst._count(job, "running_tasks", 1)
+        inst.running += 1
+        inst.runs.add(run)
+        inst.stopped(run, -1, "", message, "")
+
+    async def kill(self, run: TaskRun) -> None:
+        """``killtask``: SIGKILL the task's process group, noting it in its stderr."""
+        assert self.spawner is not None
+        await self.spawner.kill(run.tid, note=KILLTASK_NOTE)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+

@@ -1,0 +1,108 @@
+"""Real evqueue daemons in temporary directories, for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from evqueue.client import Client
+
+TASKS = Path(__file__).parent / "data" / "tasks"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """An ``evqueue`` process on its own state directory (short path: unix sockets are
+    limited to 108 bytes)."""
+
+    def __init__(self, root: str, **overrides: str) -> None:
+        self.root = root
+        self.tcp_port = free_port()
+        self.ws_port = free_port()
+        self.socket = os.path.join(root, "evq.sock")
+        self.config_path = os.path.join(root, "evqueue.conf")
+        tasks = os.path.join(root, "tasks")
+        if not os.path.isdir(tasks):
+            shutil.copytree(TASKS, tasks)
+        values = {
+            "core.storage": "sqlite",
+            "sqlite.path": os.path.join(root, "evqueue.db"),
+            "network.bind.ip": "127.0.0.1",
+            "network.bind.port": str(self.tcp_port),
+            "network.bind.path": self.socket,
+            "ws.bind.ip": "127.0.0.1",
+            "ws.bind.port": str(self.ws_port),
+            "core.pidfile": os.path.join(root, "evqueue.pid"),
+            "forker.pidfile": os.path.join(root, "forker.pid"),
+            "forker.pipes.directory": root,
+            "processmanager.tasks.directory": tasks,
+            "processmanager.logs.directory": os.path.join(root, "logs"),
+            "processmanager.scripts.directory": os.path.join(root, "scripts"),
+            "notifications.tasks.directory": os.path.join(root, "plugins"),
+            "notifications.logs.directory": os.path.join(root, "logs"),
+            "logger.syslog.enable": "no",
+            "cluster.node.name": "localhost",
+            "gc.enable": "no",
+        }
+        values.update(overrides)
+        with open(self.config_path, "w") as f:
+            for k, v in values.items():
+                f.write(f'{k} = "{v}"\n')
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 20.0, extra_args: tuple[str, ...] = ()) -> None:
+        self.stderr = open(os.path.join(self.root, "daemon.stderr"), "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "evqueue", "--config", self.config_path, *extra_args],
+            stdout=subprocess.DEVNULL, stderr=self.stderr, cwd=self.root,
+        )
+        # wait for the start-up line rather than connecting: a probe connection would show
+        # up in the statistics that some tests compare
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            if "evqueue core started" in self.log():
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"daemon did not answer within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(os.path.join(self.root, "daemon.stderr"), errors="replace") as f:
+            return f.read()[-5000:]
+
+    def client(self, user: str = "admin", password: str = "admin") -> Client:
+        return Client(self.url, user, password, timeout=30)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+        return self.proc.returncode
+
+    def kill_forker(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            with open(os.path.join(self.root, "forker.pid")) as f:
+                os.kill(int(f.read().strip()), signal.SIGKILL)
