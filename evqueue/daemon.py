@@ -38,8 +38,10 @@ class Readiness:
 def daemonize() -> Readiness:
     """Fork into the background; only the final daemon process returns."""
     rfd, wfd = os.pipe()
-    if os.fork() > 0:
+    child = os.fork()
+    if child > 0:
         os.close(wfd)
+        os.waitpid(child, 0)  # the intermediate process exits at once: reap it
         chunks = []
         while chunk := os.read(rfd, 65536):
             chunks.append(chunk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from lxml import etree
 
 from evqueue.client import Client
 
@@ -68,6 +71,7 @@ class Daemon:
 
     def start(self, timeout: float = 20.0, extra_args: tuple[str, ...] = ()) -> None:
         self.stderr = open(os.path.join(self.root, "daemon.stderr"), "ab")  # noqa: SIM115
+        offset = self.stderr.tell()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "evqueue", "--config", self.config_path, *extra_args],
             stdout=subprocess.DEVNULL, stderr=self.stderr, cwd=self.root,
@@ -77,15 +81,17 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
-            if "evqueue core started" in self.log():
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log(offset)}")
+            if "evqueue core started" in self.log(offset):
                 return
             time.sleep(0.02)
         raise RuntimeError(f"daemon did not answer within {timeout} s:\n{self.log()}")
 
-    def log(self) -> str:
+    def log(self, offset: int = 0) -> str:
+        """What the daemon wrote on stderr (since ``offset``)."""
         with open(os.path.join(self.root, "daemon.stderr"), errors="replace") as f:
-            return f.read()[-5000:]
+            f.seek(offset)
+            return f.read()
 
     def client(self, user: str = "admin", password: str = "admin") -> Client:
         return Client(self.url, user, password, timeout=30)
@@ -106,3 +112,28 @@ class Daemon:
         with contextlib.suppress(OSError, ValueError):
             with open(os.path.join(self.root, "forker.pid")) as f:
                 os.kill(int(f.read().strip()), signal.SIGKILL)
+
+
+def create_workflow(client: Client, name: str, xml: str, queue: str = "default") -> int:
+    """Create a workflow from its definition text (``{queue}`` is substituted)."""
+    content = base64.b64encode(xml.replace("{queue}", queue).encode()).decode()
+    r = client.query(f'<workflow action="create" name="{name}" content="{content}" />')
+    return int(r.get("workflow-id"))
+
+
+def one_task(path: str, *, queue: str = "default", extra: str = "") -> str:
+    """A workflow with one BINARY task."""
+    return (f'<workflow><subjobs><job><tasks><task path="{path}" queue="{queue}" {extra}/>'
+            "</tasks></job></subjobs></workflow>")
+
+
+def wait_terminated(client: Client, instance_id: int, timeout: float = 30) -> etree._Element:
+    """Poll ``instance query`` until the instance is TERMINATED; returns its document."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = client.query(f'<instance action="query" id="{instance_id}" />')[0]
+        if doc.get("status") == "TERMINATED":
+            return doc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"instance {instance_id} still {doc.get('status')}")
+        time.sleep(0.05)

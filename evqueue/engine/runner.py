@@ -248,7 +248,8 @@ class Runner:
         task.set("status", "EXECUTING")
         task.set("tid", str(tid))
         task.set("pid", str(pid))
-        task.attrib.setdefault("execution_time", now())
+        if task.get("execution_time") is None:
+            task.set("execution_time", now())
         job = task.getparent().getparent()
         inst._count(job, "running_tasks", 1)
         inst.running += 1
