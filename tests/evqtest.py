@@ -20,10 +20,16 @@ from evqueue.client import Client
 TASKS = Path(__file__).parent / "data" / "tasks"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports (held open together while choosing them)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Daemon:
@@ -32,8 +38,7 @@ class Daemon:
 
     def __init__(self, root: str, **overrides: str) -> None:
         self.root = root
-        self.tcp_port = free_port()
-        self.ws_port = free_port()
+        self.tcp_port, self.ws_port = free_ports(2)
         self.socket = os.path.join(root, "evq.sock")
         self.config_path = os.path.join(root, "evqueue.conf")
         tasks = os.path.join(root, "tasks")

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evqtest import create_workflow, one_task, wait_terminated
+from evqtest import create_workflow, free_ports, one_task, wait_terminated
 
 from evqueue.client import Client
 
@@ -168,8 +168,8 @@ def test_make_run_layout_answers_ping():
         shutil.copytree(REPO / "etc", Path(root, "etc"))
         conf = Path(root, "etc", "evqueue.conf")
         text = conf.read_text()
-        for port in ("5000", "5001"):
-            text = text.replace(port, str(_free_port()))
+        for port, new in zip(("5000", "5001"), free_ports(2), strict=True):
+            text = text.replace(port, str(new))
         conf.write_text(text)
         proc = subprocess.Popen([*EVQUEUE, "--config", "etc/evqueue.conf"], cwd=root,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -194,9 +194,3 @@ def _kill_pidfile(path: Path) -> None:
         os.kill(int(path.read_text()), signal.SIGKILL)
     except (OSError, ValueError):
         pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
