@@ -1,11 +1,12 @@
 """The registry of workflow instances: launch, savepoints, history, resume, actions.
 
 Persistence follows ``workflowinstance.savepoint.level`` (workflow.md §4.13) with one
-improvement: at levels 2 and 3 the running document is also written behind execution
-(coalesced, group-committed), so even after a ``kill -9`` of the daemon the next start resumes
-every instance instead of marking it TERMINATED with an empty savepoint as the original does.
-A task spawned but not yet saved is still matched at resume through the key the forker keeps
-for each task (``<instance id>:<evqid>``), so nothing runs twice.
+improvement: at levels 2 and 3 the instance row carries the document from the launch on, and
+the running document is written behind execution (coalesced, group-committed), so even after a
+``kill -9`` of the daemon the next start resumes every instance instead of marking it
+TERMINATED with an empty savepoint as the original does. A task spawned but not yet saved is
+recognised at resume by its tid, which is derived from the instance id and the task's evqid
+(see ``Runner.tid_of``), so nothing runs twice.
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ class Instances:
             result = await self.storage.execute(
                 "INSERT INTO t_workflow_instance (node_name, workflow_id, workflow_schedule_id, "
                 "workflow_instance_host, workflow_instance_start, workflow_instance_status, "
-                "workflow_instance_comment) VALUES (%s, %s, %s, %s, %s, 'EXECUTING', %s)",
-                (self.server.node, workflow.id, schedule_id, host, now(), comment),
+                "workflow_instance_comment, workflow_instance_savepoint) "
+                "VALUES (%s, %s, %s, %s, %s, 'EXECUTING', %s, %s)",
+                (self.server.node, workflow.id, schedule_id, host, now(), comment,
+                 etree.tostring(doc, encoding="unicode")),
             )
             instance_id = result.lastrowid
             if self.config["workflowinstance.saveparameters"]:
@@ -255,9 +258,13 @@ class Instances:
                 log.error("[WID %s] Invalid savepoint, cannot resume", instance_id)
                 continue
             log.log(25, "[WID %s] Resuming", instance_id)
+            doc.set("id", str(instance_id))
             inst = WorkflowInstance(self, instance_id, workflow_id, doc, schedule_id=schedule_id)
             self._register(inst)
-            self.restore(inst)
+            if doc.get("status") == "EXECUTING":
+                self.restore(inst)
+            else:  # the daemon died right after the launch: start it (tasks it had already
+                inst.start()  # spawned are recognised by their tid, see Runner.start_task)
 
     def restore(
         self, inst: WorkflowInstance, *, adopt: bool = True,
@@ -282,7 +289,7 @@ class Instances:
         for task in list(doc.iter("task")):
             status = task.get("status")
             tid = runner.tid_of(inst.id, task) if task.get("evqid") else 0
-            if adopt and tid and status in ("QUEUED", "EXECUTING") and runner.knows(tid):
+            if adopt and tid and status == "EXECUTING" and runner.knows(tid):
                 runner.adopt(inst, task, tid)
             elif status == "QUEUED":
                 inst.enqueue(TaskRun(inst, task))

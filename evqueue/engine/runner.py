@@ -18,7 +18,7 @@ from lxml import etree
 
 from evqueue.engine.evaluation import Stored, task_inputs
 from evqueue.engine.instance import Output, TaskRun, WorkflowInstance
-from evqueue.engine.queue_pool import Queue
+from evqueue.engine.queue_pool import Queue, UnknownQueue
 from evqueue.process.spawner import KILLTASK_NOTE, ExitRecord, Spawner, TaskSpec
 from evqueue.storage.base import now
 
@@ -87,6 +87,10 @@ class Runner:
         """QueuePool callback: ``run`` got a slot in ``queue``."""
         inst = run.instance
         reason = inst.dequeued(run)
+        if reason is None and self._already_spawned(run):
+            self._attach(run, queue)
+            inst.started(run)
+            return
         if reason is None:
             try:
                 spec = self.invocation(run)
@@ -112,6 +116,14 @@ class Runner:
             return
         if run.task.get("status") == "QUEUED":
             run.instance.started(run)
+
+    def _already_spawned(self, run: TaskRun) -> bool:
+        """A task the previous daemon run spawned before its savepoint could say so (crash):
+        the forker knows its tid, so it is attached to instead of being run a second time."""
+        try:
+            return self.knows(self.tid_of(run.instance.id, run.task))
+        except InvocationError:
+            return False
 
     @staticmethod
     def tid_of(instance_id: int, task: etree._Element) -> int:
@@ -235,26 +247,32 @@ class Runner:
             self.on_exit(record)
 
     def adopt(self, inst: WorkflowInstance, task: etree._Element, tid: int) -> None:
-        """A task the forker still knows (running, or exit pending): wait for its exit."""
-        assert self.spawner is not None
-        pid = self.spawner.running().get(tid) or int(task.get("pid", "0"))
-        run = TaskRun(inst, task, tid=tid, pid=pid)
+        """A task saved EXECUTING that the forker still knows: wait for its exit."""
+        run = TaskRun(inst, task)
         host = task.get("queue_host") or task.get("host")
         try:
-            run.queue = self.server.queues.resolve(task.get("queue", ""), host)
-            self.server.queues.adopt_running(run.queue)
-        except Exception:
-            run.queue = None
-        task.set("status", "EXECUTING")
-        task.set("tid", str(tid))
-        task.set("pid", str(pid))
-        if task.get("execution_time") is None:
-            task.set("execution_time", now())
+            queue: Queue | None = self.server.queues.resolve(task.get("queue", ""), host)
+        except UnknownQueue:
+            queue = None
+        else:
+            self.server.queues.adopt_running(queue)
         job = task.getparent().getparent()
         inst._count(job, "running_tasks", 1)
         inst.running += 1
         inst.runs.add(run)
-        self.running[tid] = run
+        self._attach(run, queue)
+        if task.get("execution_time") is None:
+            task.set("execution_time", now())
+        task.set("tid", str(run.tid))
+        task.set("pid", str(run.pid))
+
+    def _attach(self, run: TaskRun, queue: Queue | None) -> None:
+        """Register ``run`` as the task the forker runs (or ran) under its tid."""
+        assert self.spawner is not None
+        run.tid = self.tid_of(run.instance.id, run.task)
+        run.pid = self.spawner.running().get(run.tid) or int(run.task.get("pid", "0"))
+        run.queue = queue
+        self.running[run.tid] = run
 
     def lost(self, inst: WorkflowInstance, task: etree._Element, message: str) -> None:
         """An EXECUTING task nobody knows any more: it failed with retval -1."""
