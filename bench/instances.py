@@ -1,0 +1,141 @@
+"""Instances end to end versus the machine's raw spawn rate, measured in the same run.
+
+Usage: python bench/instances.py [--instances N] [--concurrency C] [--connections K]
+                                 [--level L] [--storage sqlite|mysql]
+
+Starts a daemon (savepoint level L, default 2) on a temporary directory, creates a one-task
+``/bin/true`` workflow on a queue of concurrency C, launches N instances over K unix-socket
+connections and waits until all are TERMINATED (their end is seen through ``status
+type=workflows`` going back to 0). Then measures the raw posix_spawn+waitpid rate of /bin/true at
+the same concurrency (bench/spawn.py) and prints both rates and their ratio, plus the daemon's
+CPU seconds per 1,000 instances and its RSS. ``--storage mysql`` uses the MariaDB server on
+127.0.0.1:3306 (root, no password) in a throw-away database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+sys.path.insert(0, HERE)
+
+from evqtest import Daemon, create_workflow, one_task  # noqa: E402
+from spawn import raw_rate  # noqa: E402
+
+from evqueue.protocol.auth import expected_response, sha1_hex  # noqa: E402
+
+
+def _proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds, RSS bytes) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / tick
+    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss
+
+
+def _login(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(path)
+    challenge = sock.recv(4096).split(b'challenge="')[1][:40].decode()
+    response = expected_response(sha1_hex("admin"), challenge)
+    sock.sendall(f'<auth response="{response}" user="admin" />\n'.encode())
+    assert b"<ready" in sock.recv(4096)
+    return sock
+
+
+def run(n: int, concurrency: int, connections: int, level: int, storage: str) -> float:
+    root = tempfile.mkdtemp(prefix="evqb")
+    overrides = {"workflowinstance.savepoint.level": str(level), "logger.db.enable": "no"}
+    database = ""
+    if storage == "mysql":
+        database = f"evq_bench_{secrets.token_hex(4)}"
+        overrides.update({"core.storage": "mysql", "mysql.host": "127.0.0.1",
+                          "mysql.user": "root", "mysql.password": "",
+                          "mysql.database": database})
+    d = Daemon(root, **overrides)
+    d.start()
+    try:
+        with d.client() as c:
+            c.query(f'<queue action="create" name="bench" concurrency="{concurrency}" '
+                    'scheduler="default" dynamic="no" />')
+            create_workflow(c, "bench", one_task("/bin/true", queue="bench"))
+        cpu0, _ = _proc_stats(d.proc.pid)
+        per_conn = [n // connections + (i < n % connections) for i in range(connections)]
+        errors: list[BaseException] = []
+
+        def launcher(count: int) -> None:
+            """A lean lock-step client, so the benchmark measures the daemon, not the client
+            library's threads."""
+            try:
+                sock = _login(d.socket)
+                for _ in range(count):
+                    sock.sendall(b'<instance action="launch" name="bench" />\n')
+                    answer = sock.recv(4096)
+                    if b'status="OK"' not in answer:
+                        raise RuntimeError(answer.decode())
+                sock.close()
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=launcher, args=(k,)) for k in per_conn]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        with d.client() as c:
+            while c.query('<status action="query" type="workflows" />').get("count") != "0":
+                time.sleep(0.002)
+        elapsed = time.perf_counter() - t0
+        cpu1, rss = _proc_stats(d.proc.pid)
+        with d.client() as c:
+            stats = c.query('<statistics action="query" type="global" />')[0]
+            assert stats.get("workflow_instance_launched") == str(n)
+            assert stats.get("workflow_instance_errors") == "0"
+        rate = n / elapsed
+        print(f"instances end to end ({storage}, level {level}, concurrency {concurrency}, "
+              f"{connections} connection(s)): {rate:,.0f}/s ({elapsed:.2f} s for {n})")
+        print(f"daemon CPU: {(cpu1 - cpu0) * 1000 / n:.2f} s per 1,000 instances; "
+              f"RSS after: {rss / 1e6:.1f} MB")
+        return rate
+    finally:
+        d.stop(signal.SIGTERM)
+        d.kill_forker()
+        shutil.rmtree(root, ignore_errors=True)
+        if database:
+            subprocess.run(["mysql", "-h127.0.0.1", "-uroot", "-e",
+                            f"DROP DATABASE IF EXISTS `{database}`"], check=False)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--instances", type=int, default=1000)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--connections", type=int, default=1)
+    p.add_argument("--level", type=int, default=2)
+    p.add_argument("--storage", choices=("sqlite", "mysql"), default="sqlite")
+    a = p.parse_args()
+    rate = run(a.instances, a.concurrency, a.connections, a.level, a.storage)
+    raw = max(raw_rate(a.instances, a.concurrency) for _ in range(3))
+    print(f"raw spawn+wait of /bin/true at concurrency {a.concurrency}: {raw:,.0f}/s")
+    print(f"ratio: {rate / raw:.2f} (target >= 0.70)")
+
+
+if __name__ == "__main__":
+    main()
