@@ -95,10 +95,16 @@ def setup(*, syslog: bool, syslog_priority_max: int, foreground: bool) -> None:
         s.ident = "evqueue: "
         s.setLevel(python_level(syslog_priority_max))
         root.addHandler(s)
+    _fit_level(root)
+
+
+def _fit_level(root: logging.Logger) -> None:
+    """No record is built for a level no handler wants (logging is on the per-task path)."""
+    root.setLevel(min((h.level for h in root.handlers), default=logging.WARNING))
 
 
 def attach_database(storage: Storage, events: EventBus, node: str, priority_max: int) -> None:
     """Start copying log lines at or above ``priority_max`` into ``t_log``."""
-    logging.getLogger("evqueue").addHandler(
-        DatabaseHandler(storage, events, node, python_level(priority_max))
-    )
+    root = logging.getLogger("evqueue")
+    root.addHandler(DatabaseHandler(storage, events, node, python_level(priority_max)))
+    _fit_level(root)

@@ -29,9 +29,15 @@ Params = Sequence[Any]
 Row = tuple[Any, ...]
 
 
+_last: list[Any] = [None, ""]  # (second, text) of the last call: formatting is on hot paths
+
+
 def now(epoch: float | None = None) -> str:
     """Local time as the original engine writes it (``YYYY-MM-DD HH:MM:SS``)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    second = int(time.time() if epoch is None else epoch)
+    if second != _last[0]:
+        _last[0], _last[1] = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+    return _last[1]
 
 
 class StorageError(Exception):
