@@ -57,6 +57,48 @@ def _login(path: str) -> socket.socket:
     return sock
 
 
+def setup(d: Daemon, concurrency: int) -> None:
+    """The benchmark's queue and one-task /bin/true workflow."""
+    with d.client() as c:
+        c.query(f'<queue action="create" name="bench" concurrency="{concurrency}" '
+                'scheduler="default" dynamic="no" />')
+        create_workflow(c, "bench", one_task("/bin/true", queue="bench"))
+
+
+def launch_and_wait(d: Daemon, n: int, connections: int) -> float:
+    """Launch ``n`` instances over ``connections`` unix connections and wait until none runs;
+    returns the elapsed seconds."""
+    per_conn = [n // connections + (i < n % connections) for i in range(connections)]
+    errors: list[BaseException] = []
+
+    def launcher(count: int) -> None:
+        """A lean lock-step client, so the benchmark measures the daemon, not the client
+        library's threads."""
+        try:
+            sock = _login(d.socket)
+            for _ in range(count):
+                sock.sendall(b'<instance action="launch" name="bench" />\n')
+                answer = sock.recv(4096)
+                if b'status="OK"' not in answer:
+                    raise RuntimeError(answer.decode())
+            sock.close()
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=launcher, args=(k,)) for k in per_conn]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    with d.client() as c:
+        while c.query('<status action="query" type="workflows" />').get("count") != "0":
+            time.sleep(0.002)
+    return time.perf_counter() - t0
+
+
 def run(n: int, concurrency: int, connections: int, level: int, storage: str) -> float:
     root = tempfile.mkdtemp(prefix="evqb")
     overrides = {"workflowinstance.savepoint.level": str(level), "logger.db.enable": "no"}
@@ -69,40 +111,9 @@ def run(n: int, concurrency: int, connections: int, level: int, storage: str) ->
     d = Daemon(root, **overrides)
     d.start()
     try:
-        with d.client() as c:
-            c.query(f'<queue action="create" name="bench" concurrency="{concurrency}" '
-                    'scheduler="default" dynamic="no" />')
-            create_workflow(c, "bench", one_task("/bin/true", queue="bench"))
+        setup(d, concurrency)
         cpu0, _ = _proc_stats(d.proc.pid)
-        per_conn = [n // connections + (i < n % connections) for i in range(connections)]
-        errors: list[BaseException] = []
-
-        def launcher(count: int) -> None:
-            """A lean lock-step client, so the benchmark measures the daemon, not the client
-            library's threads."""
-            try:
-                sock = _login(d.socket)
-                for _ in range(count):
-                    sock.sendall(b'<instance action="launch" name="bench" />\n')
-                    answer = sock.recv(4096)
-                    if b'status="OK"' not in answer:
-                        raise RuntimeError(answer.decode())
-                sock.close()
-            except BaseException as e:  # reported below
-                errors.append(e)
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=launcher, args=(k,)) for k in per_conn]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        with d.client() as c:
-            while c.query('<status action="query" type="workflows" />').get("count") != "0":
-                time.sleep(0.002)
-        elapsed = time.perf_counter() - t0
+        elapsed = launch_and_wait(d, n, connections)
         cpu1, rss = _proc_stats(d.proc.pid)
         with d.client() as c:
             stats = c.query('<statistics action="query" type="global" />')[0]
