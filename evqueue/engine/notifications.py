@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import tempfile
@@ -26,7 +27,7 @@ from lxml import etree
 
 from evqueue.engine.workflows import parse_stored, stored_text
 from evqueue.protocol.errors import ApiError
-from evqueue.storage.base import Tx
+from evqueue.storage.base import Tx, now
 
 if TYPE_CHECKING:
     from evqueue.engine.instance import WorkflowInstance
@@ -139,6 +140,9 @@ class Notifications:
         self.directory: str = server.config["notifications.tasks.directory"]
         self._types: dict[int, NotificationType] = {}
         self._notifications: dict[int, Notification] = {}
+        self._concurrency: int = server.config["notifications.tasks.concurrency"]
+        self._running = 0
+        self._plugins: set[asyncio.Task] = set()
 
     async def reload(self) -> None:
         types = {
@@ -319,12 +323,71 @@ class Notifications:
             raise _unknown_notification()
 
     def instance_ended(self, inst: WorkflowInstance) -> None:
-        """Hook called when an instance ends. Running the bound plugins (ops.md §6.2) is a
-        later issue; until then the skipped runs are logged."""
+        """Run every notification bound to the instance's workflow (ops.md §6.2). Plugins run
+        in the background: their failures and timeouts are logged, never felt by the engine.
+        """
         bound = self.for_workflow(inst.workflow_id)
-        if bound:
-            log.info("[WID %s] Not running %d notification plugin(s): not implemented yet",
-                     inst.id, len(bound))
+        if not bound:
+            return
+        xml = etree.tostring(inst.doc, encoding="unicode")
+        for notification, type_ in bound:
+            if self._running >= self._concurrency:
+                log.warning("Maximum concurrency reached for notifications calls, dropping "
+                            "call to notification %s of instance %s", notification.id, inst.id)
+                continue
+            self._running += 1
+            task = asyncio.ensure_future(self._run_plugin(inst, xml, notification, type_))
+            self._plugins.add(task)
+            task.add_done_callback(self._plugins.discard)
+
+    async def _run_plugin(self, inst: WorkflowInstance, xml: str, notification: Notification,
+                          type_: NotificationType) -> None:
+        """One plugin run: argv = instance id, error count, API socket path; stdin = JSON."""
+        cfg = self._server.config
+        payload = json.dumps({"instance": xml, "pluginconf": _json(type_.conf),
+                              "notificationconf": _json(notification.parameters)})
+        label = f"Notification {notification.name} ({type_.name}) of instance {inst.id}"
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.binary_path(type_.id), str(inst.id), str(inst.errors),
+                cfg["network.bind.path"], cwd=self.directory, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True)
+        except OSError as e:
+            log.error("%s could not be started: %s", label, e)
+            self._running -= 1
+            return
+        try:
+            timeout = cfg["notifications.tasks.timeout"] or None
+            try:
+                _, stderr = await asyncio.wait_for(proc.communicate(payload.encode()), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                log.warning("%s timed out", label)
+                return
+            if proc.returncode == 0:
+                log.log(25, "%s executed successfully", label)
+                return
+            log.warning("%s returned %s", label, proc.returncode)
+            await self._storage.execute(
+                "INSERT INTO t_log_notifications (node_name, log_notifications_pid, "
+                "log_notifications_message, log_notifications_timestamp) "
+                "VALUES (%s, %s, %s, %s)",
+                (self._server.node, proc.pid,
+                 stderr[: cfg["notifications.logs.maxsize"]].decode("utf-8", "replace"), now()))
+            self._server.events.publish("LOG_NOTIFICATION")
+        finally:
+            self._running -= 1
+
+
+def _json(text: str | bytes) -> object:
+    """A stored JSON configuration as an object (empty or invalid: an empty object)."""
+    try:
+        value = json.loads(text or b"{}")
+    except ValueError:
+        return {}
+    return value
 
 
 def _subscribe_all(tx: Tx, notification_id: int) -> None:
