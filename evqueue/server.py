@@ -22,6 +22,7 @@ from evqueue import log as evqlog
 from evqueue.config import Config
 from evqueue.engine.cluster import Cluster
 from evqueue.engine.events import EventBus
+from evqueue.engine.gc import GarbageCollector
 from evqueue.engine.instance import WorkflowInstance
 from evqueue.engine.instances import Instances
 from evqueue.engine.notifications import Notifications
@@ -75,6 +76,7 @@ class Server:
         self.queues.start_task = self.runner.start_task
         self.scheduler = Scheduler(self)
         self.cluster = Cluster(self)
+        self.gc = GarbageCollector(self)
         self.stream = StreamListeners(self)
         self.websocket = WebsocketListener(self)
         #: module name (``control reload``) → coroutine reloading it from the database
@@ -128,6 +130,7 @@ class Server:
         await self.instances.resume()
         self.runner.resumed()
         self.scheduler.start()
+        self.gc.start()
         await self.stream.start()
         await self.websocket.start()
         log.log(evqlog.NOTICE, "evqueue core started")
@@ -147,6 +150,7 @@ class Server:
         await self.stream.close_listeners()
         await self.websocket.close()
         self.scheduler.stop()
+        self.gc.stop()
         await self.stream.close_connections()
         await self.instances.suspend_all()
         if self.spawner is not None:
