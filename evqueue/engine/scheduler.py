@@ -29,7 +29,8 @@ class Scheduler:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.node = server.node
-        self._timers: dict[int, tuple[asyncio.TimerHandle, float]] = {}
+        #: schedule id → (timer, fire time, schedule string it was computed from)
+        self._timers: dict[int, tuple[asyncio.TimerHandle, float, str]] = {}
         #: schedule id → id of its running instance (0 while the launch is in flight)
         self.running: dict[int, int] = {}
         self._started = False
@@ -52,24 +53,32 @@ class Scheduler:
 
     def stop(self) -> None:
         self._started = False
-        for handle, _ in self._timers.values():
+        for handle, _, _ in self._timers.values():
             handle.cancel()
         self._timers.clear()
 
     def _arm_all(self) -> None:
-        for handle, _ in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        """(Re-)arm every schedule of this node. A timer whose schedule string did not change
+        is kept: re-computing it from now would give the same second, and with 10,000
+        schedules re-arming everything would stall the loop on every definition change."""
+        timers, self._timers = self._timers, {}
         for schedule in self.server.workflow_schedules.all():
-            if self._mine(schedule) and schedule.id not in self.running:
+            if not self._mine(schedule) or schedule.id in self.running:
+                continue
+            kept = timers.pop(schedule.id, None)
+            if kept is not None and kept[2] == schedule.schedule:
+                self._timers[schedule.id] = kept
+            else:
                 self._arm(schedule)
+        for handle, _, _ in timers.values():
+            handle.cancel()
 
     def _arm(self, schedule: WorkflowSchedule) -> None:
         at = schedule.next_time(time.time())
         loop = asyncio.get_running_loop()
         handle = loop.call_at(loop.time() + max(0.0, at - time.time()), self._fire,
                               schedule.id, at)
-        self._timers[schedule.id] = (handle, at)
+        self._timers[schedule.id] = (handle, at, schedule.schedule)
 
     def _fire(self, schedule_id: int, at: float) -> None:
         self._timers.pop(schedule_id, None)
@@ -133,7 +142,7 @@ class Scheduler:
         """Rows of ``status type="scheduler"`` (protocol.md §3.2)."""
         out = []
         workflows = self.server.workflows
-        for schedule_id, (_, at) in sorted(self._timers.items(), key=lambda kv: kv[1][1]):
+        for schedule_id, (_, at, _) in sorted(self._timers.items(), key=lambda kv: kv[1][1]):
             schedule = self.server.workflow_schedules.get(schedule_id)
             if schedule is None:
                 continue
