@@ -64,6 +64,13 @@ def _parsed(schedule_id: int, text: str) -> Schedule | None:
         return None
 
 
+def _reparsed(previous: WorkflowSchedule | None, schedule_id: int, text: str) -> Schedule | None:
+    """Reuse the parsed schedule of an unchanged string (reloads with 10,000 schedules)."""
+    if previous is not None and previous.schedule == text:
+        return previous.parsed
+    return _parsed(schedule_id, text)
+
+
 def _insert_parameters(tx: Tx, schedule_id: int, parameters: Parameters) -> None:
     for name, value in parameters:
         tx.execute(
@@ -120,10 +127,11 @@ class WorkflowSchedules:
             "workflow_schedule_parameter_value FROM t_workflow_schedule_parameters"
         ):
             parameters.setdefault(schedule_id, []).append((name, value or ""))
+        old = self._by_id
         self._by_id = {
             sid: WorkflowSchedule(
                 sid, node, workflow_id, text, onfailure, user, host, bool(active),
-                comment or "", parameters.get(sid, []), _parsed(sid, text),
+                comment or "", parameters.get(sid, []), _reparsed(old.get(sid), sid, text),
             )
             for sid, node, workflow_id, text, onfailure, user, host, active, comment in rows
         }
