@@ -6,10 +6,14 @@ import base64
 import io
 import json
 import os
+import socketserver
+import threading
 import time
 import zipfile
 
 from evqtest import create_workflow, one_task, wait_terminated
+
+from evqueue.plugins.email import plugin_zip
 
 PLUGIN = """#!/bin/sh
 # writes what the engine gave it next to itself
@@ -64,3 +68,63 @@ def test_plugin_runs_with_the_original_arguments_and_json(daemon):
                 break
             time.sleep(0.05)
         assert "failing on purpose" in logs[0].get("message")
+
+
+class _SmtpSink(socketserver.StreamRequestHandler):
+    """A minimal SMTP server that keeps the messages it receives."""
+
+    messages: list[bytes]
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 sink ready\r\n")
+        while line := self.rfile.readline():
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                self.wfile.write(b"354 go on\r\n")
+                data = b""
+                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                    data += chunk
+                self.messages.append(data)
+                self.wfile.write(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+def test_builtin_email_plugin_sends_through_smtp(daemon):
+    messages: list[bytes] = []
+    handler = type("Sink", (_SmtpSink,), {"messages": messages})
+    smtp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=smtp.serve_forever, daemon=True).start()
+    try:
+        with daemon.client() as c:
+            zipped = base64.b64encode(plugin_zip()).decode()
+            c.query(f'<notification_type action="register" zip="{zipped}" />')
+            type_id = c.query('<notification_types action="list" />')[0].get("id")
+            conf = json.dumps({"smtp_host": "127.0.0.1", "smtp_port": smtp.server_address[1],
+                               "from": "evq@localhost"})
+            c.query(f'<notification_type action="set_conf" id="{type_id}" '
+                    f'content="{base64.b64encode(conf.encode()).decode()}" />')
+            params = base64.b64encode(json.dumps({"to": "ops@example.com",
+                                                  "when": "ON_ERROR"}).encode()).decode()
+            c.query(f'<notification action="create" type_id="{type_id}" name="mail" '
+                    f'parameters="{params}" subscribe_all="yes" />')
+            c.query('<control action="syncnotifications" notify="no" />')
+            create_workflow(c, "ok", one_task("/bin/true"))
+            create_workflow(c, "ko", one_task("/bin/false"))
+            wait_terminated(c, int(c.query('<instance action="launch" name="ok" />')
+                                   .get("workflow-instance-id")))
+            ko = int(c.query('<instance action="launch" name="ko" />').get("workflow-instance-id"))
+            wait_terminated(c, ko)
+            for _ in range(100):
+                if messages:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.3)
+        assert len(messages) == 1  # ON_ERROR: only the failed instance
+        text = messages[0].decode()
+        assert f"Subject: [evQueue] ko #{ko} failed" in text and "ops@example.com" in text
+    finally:
+        smtp.shutdown()

@@ -1,0 +1,1 @@
+"""Notification plugins shipped with evqueue, in the original's plugin zip format."""
