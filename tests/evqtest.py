@@ -126,10 +126,11 @@ def create_workflow(client: Client, name: str, xml: str, queue: str = "default")
     return int(r.get("workflow-id"))
 
 
-def one_task(path: str, *, queue: str = "default", extra: str = "") -> str:
-    """A workflow with one BINARY task."""
-    return (f'<workflow><subjobs><job><tasks><task path="{path}" queue="{queue}" {extra}/>'
-            "</tasks></job></subjobs></workflow>")
+def one_task(path: str, *inputs: str, queue: str = "default", extra: str = "") -> str:
+    """A workflow with one BINARY task given these command-line inputs."""
+    body = "".join(f"<input>{i}</input>" for i in inputs)
+    return (f'<workflow><subjobs><job><tasks><task path="{path}" queue="{queue}" {extra}>'
+            f"{body}</task></tasks></job></subjobs></workflow>")
 
 
 def wait_terminated(client: Client, instance_id: int, timeout: float = 30) -> etree._Element:

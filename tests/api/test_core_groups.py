@@ -123,3 +123,22 @@ def test_xpathfilter(env):
     r = admin.query_raw('<queuepool action="list" xpathfilter="(((" />')
     assert r.get("status") == "KO" and r.get("error-code") == "UNEXPECTED_EXCEPTION"
     assert admin.query("<ping/>").get("status") == "OK"  # the connection stays usable
+
+
+def test_statistics_follow_running_tasks(env):
+    _, admin, _, _ = env
+    create_workflow(admin, "sleepy", one_task("/bin/sleep", "1"))
+    before = admin.query('<statistics action="query" type="global" />')[0]
+    iid = int(admin.query('<instance action="launch" name="sleepy" />')
+              .get("workflow-instance-id"))
+    during = admin.query('<statistics action="query" type="global" />')[0]
+    queue = admin.query('<statistics action="query" type="queue" />')[0].find(
+        "queue[@name='default']")
+    assert during.get("workflow_instance_executing") == "1"
+    assert queue.get("running_tasks") == "1" and queue.get("concurrency") == "1"
+    wait_terminated(admin, iid)
+    after = admin.query('<statistics action="query" type="global" />')[0]
+    assert after.get("workflow_instance_executing") == "0"
+    assert int(after.get("workflow_instance_launched")) == \
+        int(before.get("workflow_instance_launched")) + 1
+    assert int(after.get("workflow_queries")) == int(before.get("workflow_queries")) + 1

@@ -79,8 +79,7 @@ def test_plain_http_gets_403(daemon):
 async def test_synchronous_launch_just_waits(make_daemon):
     d = make_daemon(**{"dpd.interval": "1"})
     with d.client() as c:
-        create_workflow(c, "slow", one_task("/bin/sleep").replace(
-            "/>", "><input>2</input></task>").replace('queue="default" ', 'queue="default"'))
+        create_workflow(c, "slow", one_task("/bin/sleep", "2"))
     ws = await session(d, "api")
     await doc(ws)
     await ws.send('<instance action="launch" name="slow" mode="synchronous" />')
