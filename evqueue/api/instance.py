@@ -25,7 +25,11 @@ async def instance(call: Call) -> None:
 
 async def _launch(call: Call) -> None:
     server = call.server
-    workflow = server.workflows.get_by_name(call.params.str("name"))
+    name = call.params.str("name")
+    if server.workflows.find_by_name(name) is None:
+        # created on another node of the cluster a moment ago: don't wait for its broadcast
+        await server.workflows.reload()
+    workflow = server.workflows.get_by_name(name)
     server.statistics.workflow_queries += 1
     call.user.require(workflow.id, "exec")
     await launch(call, workflow)

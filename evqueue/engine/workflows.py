@@ -133,6 +133,9 @@ class Workflows:
     def find(self, workflow_id: int) -> Workflow | None:
         return self._by_id.get(workflow_id)
 
+    def find_by_name(self, name: str) -> Workflow | None:
+        return self._by_name.get(name)
+
     def exists(self, workflow_id: int) -> bool:
         return workflow_id in self._by_id
 
