@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from evqueue import VERSION
+from evqueue import VERSION, migrate
 from evqueue import log as evqlog
 from evqueue.config import Config, ConfigError
 from evqueue.daemon import Readiness, daemonize
@@ -30,13 +30,21 @@ def _fail(message: str) -> None:
     sys.exit(FATAL)
 
 
+def main() -> None:
+    """Entry point: ``evqueue migrate-db ...`` or the daemon's own flags."""
+    if sys.argv[1:2] == ["migrate-db"]:
+        migrate.main(sys.argv[2:])
+    else:
+        daemon_command()
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="FILE", help="Configuration file to read.")
 @click.option("--daemon", is_flag=True, help="Detach and run in the background.")
 @click.option("--wait-db", is_flag=True, help="Wait for the database server at start-up.")
 @click.option("--version", is_flag=True, help="Print the version and exit.")
-def main(config_path: str | None, daemon: bool, wait_db: bool, version: bool) -> None:
-    """evQueue job scheduler daemon."""
+def daemon_command(config_path: str | None, daemon: bool, wait_db: bool, version: bool) -> None:
+    """evQueue job scheduler daemon (and ``evqueue migrate-db --help``)."""
     if version:
         click.echo(f"evQueue version {VERSION} (python)")
         return
