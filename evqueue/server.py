@@ -120,8 +120,12 @@ class Server:
         await self.workflow_schedules.reload()
         await self.reload_all()
         await self.instances.load_sequence()
+        # the forker's socket and journal live beside its PID file, in a directory of their
+        # own: several nodes may share one run directory (ops.md §4.5)
+        forker_dir = os.path.splitext(os.path.abspath(cfg["forker.pidfile"]))[0] + ".d"
+        os.makedirs(forker_dir, exist_ok=True)
         self.spawner = await Spawner.start(
-            os.path.dirname(os.path.abspath(cfg["forker.pidfile"])),
+            forker_dir,
             cfg["processmanager.logs.directory"], on_exit=self.runner.on_exit,
             on_progress=self.runner.on_progress, pidfile=cfg["forker.pidfile"],
             cwd=os.getcwd(), delete_logs=cfg["processmanager.logs.delete"],
