@@ -10,10 +10,13 @@ import shutil
 import signal
 import tempfile
 import time
+from pathlib import Path
 
 import pymysql
 import pytest
 from evqtest import create_workflow, one_task
+
+from evqueue.config import Config
 
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
@@ -94,3 +97,17 @@ def _last_runner(database: str) -> int:
     (node,) = cur.fetchone()
     db.close()
     return int(node[1:]) - 1
+
+
+def test_node_template_is_filled_from_the_environment():
+    env = {"EVQ_NODE": "alice", "EVQ_WS_PORT": "5101", "EVQ_RUN": "/run/evq",
+           "EVQ_STATE": "/var/tmp/evq/alice", "EVQ_CLUSTER": "unix:///run/evq/alice.sock",
+           "EVQ_DB_HOST": "db", "EVQ_DB_USER": "u", "EVQ_DB_PASSWORD": "", "EVQ_DB_NAME": "e",
+           "EVQ_ADMIN_PASSWORD": "pw"}
+    path = Path(__file__).resolve().parents[2] / "etc" / "cluster" / "evqueue-node.conf"
+    cfg = Config.load(str(path), environ=env)
+    assert cfg["cluster.node.name"] == "alice"
+    assert cfg["network.bind.path"] == "/run/evq/alice.sock"
+    assert cfg["ws.bind.port"] == 5101 and cfg["network.bind.ip"] == ""
+    assert cfg["forker.pidfile"] == "/run/evq/alice.forker.pid"
+    assert cfg["core.storage"] == "mysql" and cfg["mysql.password"] == ""
