@@ -471,46 +471,34 @@ class Instances:
             if not readable:
                 return 0, []
             where.append(f"wi.workflow_id IN ({','.join(str(w) for w in readable)})")
-        if filter_id:
-            where.append("wi.workflow_instance_id = %s")
-            args.append(filter_id)
-        if filter_node:
-            where.append("wi.node_name = %s")
-            args.append(filter_node)
-        if filter_workflow:
-            where.append("w.workflow_name = %s")
-            args.append(filter_workflow)
-        for value, clause in (
-            (filter_launched_from, "wi.workflow_instance_start >= %s"),
-            (filter_launched_until, "wi.workflow_instance_start <= %s"),
-            (filter_ended_from, "wi.workflow_instance_end >= %s"),
-            (filter_ended_until, "wi.workflow_instance_end <= %s"),
-        ):
-            if value and _DATETIME.match(value):
+        # (value, clause): a clause applies when its value is set (dates must parse)
+        filters: list[tuple[Any, str]] = [
+            (filter_id, "wi.workflow_instance_id = %s"),
+            (filter_node, "wi.node_name = %s"),
+            (filter_workflow, "w.workflow_name = %s"),
+            (_date(filter_launched_from), "wi.workflow_instance_start >= %s"),
+            (_date(filter_launched_until), "wi.workflow_instance_start <= %s"),
+            (_date(filter_ended_from), "wi.workflow_instance_end >= %s"),
+            (_date(filter_ended_until), "wi.workflow_instance_end <= %s"),
+            (filter_status, "wi.workflow_instance_status = %s"),
+            (filter_tag_id, "wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
+                            "t_workflow_instance_tag WHERE tag_id = %s)"),
+            (filter_schedule_id, "wi.workflow_schedule_id = %s"),
+        ]
+        for value, clause in filters:
+            if value:
                 where.append(clause)
                 args.append(value)
-        if filter_status:
-            where.append("wi.workflow_instance_status = %s")
-            args.append(filter_status)
         if filter_error:
             where.append("wi.workflow_instance_errors > 0")
-        if filter_tag_id:
-            where.append("wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
-                         "t_workflow_instance_tag WHERE tag_id = %s)")
-            args.append(filter_tag_id)
-        if filter_schedule_id:
-            where.append("wi.workflow_schedule_id = %s")
-            args.append(filter_schedule_id)
-        for name, value in parameters.items():
-            where.append("wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
-                         "t_workflow_instance_parameters WHERE workflow_instance_parameter = %s "
-                         "AND workflow_instance_parameter_value = %s)")
-            args += [name, value]
-        for name, value in custom.items():
-            where.append("wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
-                         "t_workflow_instance_filters WHERE workflow_instance_filter = %s "
-                         "AND workflow_instance_filter_value = %s)")
-            args += [name, value]
+        for table, column, pairs in (
+            ("t_workflow_instance_parameters", "workflow_instance_parameter", parameters),
+            ("t_workflow_instance_filters", "workflow_instance_filter", custom),
+        ):
+            for name, value in pairs.items():
+                where.append(f"wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
+                             f"{table} WHERE {column} = %s AND {column}_value = %s)")
+                args += [name, value]
         base = ("FROM t_workflow_instance wi JOIN t_workflow w ON w.workflow_id = wi.workflow_id "
                 "WHERE " + " AND ".join(where))
         if groupby:
@@ -566,6 +554,11 @@ class Instances:
 
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$")
+
+
+def _date(value: str) -> str:
+    """A date filter, or "" (ignored) when malformed, as the original (errata 16)."""
+    return value if _DATETIME.match(value) else ""
 
 
 def _copy(doc: etree._Element) -> etree._Element:

@@ -37,13 +37,20 @@ def _launch_all(client, count: int) -> list[int]:
             for n in range(count)]
 
 
-def test_kill_9_with_200_running_tasks(make_daemon):
+def _setup(make_daemon) -> tuple:
+    """A daemon with a queue wide enough for every task and the logging workflow."""
     d = make_daemon()
     log = os.path.join(d.root, "ran.log")
     with d.client() as c:
         c.query(f'<queue action="create" name="wide" concurrency="{N}" scheduler="default" '
                 'dynamic="no" />')
         create_workflow(c, "w", _workflow(log))
+    return d, log
+
+
+def test_kill_9_with_200_running_tasks(make_daemon):
+    d, log = _setup(make_daemon)
+    with d.client() as c:
         ids = _launch_all(c, N)
         for _ in range(200):
             if int(c.query('<statistics action="query" type="queue" />')[0]
@@ -62,12 +69,8 @@ def test_kill_9_with_200_running_tasks(make_daemon):
 def test_kill_9_while_launching(make_daemon):
     """Kill the daemon at a moment where instances are being created and tasks spawned:
     whatever was launched ends exactly once."""
-    d = make_daemon()
-    log = os.path.join(d.root, "ran.log")
+    d, log = _setup(make_daemon)
     with d.client() as c:
-        c.query(f'<queue action="create" name="wide" concurrency="{N}" scheduler="default" '
-                'dynamic="no" />')
-        create_workflow(c, "w", _workflow(log))
         ids = _launch_all(c, 60)
     d.proc.send_signal(signal.SIGKILL)  # right after the last launch answer
     d.proc.wait()
