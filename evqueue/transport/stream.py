@@ -15,6 +15,8 @@ import socket
 import stat
 from typing import TYPE_CHECKING
 
+from lxml import etree
+
 from evqueue.api.dispatch import dispatch
 from evqueue.protocol.framing import Framer
 from evqueue.protocol.session import (
@@ -158,13 +160,14 @@ class Connection:
                     quit_cleanly = True
                     return
 
-    async def _answer(self, query: object) -> object | None:
-        """Dispatch one query, sending ``<ping />`` keep-alives every ``dpd.interval`` while it
-        is pending (synchronous launches, waits). A failed ping abandons the wait."""
-        task = asyncio.ensure_future(dispatch(self.server, self.user, query, "api"))
+    async def _answer(self, query: etree._Element) -> etree._Element | None:
+        """Dispatch one query. Queries that wait for an instance (``instance wait``,
+        synchronous launches) get ``<ping />`` keep-alives every ``dpd.interval``; a failed
+        ping abandons the wait. Every other query is answered without that machinery."""
         interval = self.listeners._dpd
-        if interval <= 0:
-            return await task
+        if interval <= 0 or not _may_wait(query):
+            return await dispatch(self.server, self.user, query, "api")
+        task = asyncio.ensure_future(dispatch(self.server, self.user, query, "api"))
         while True:
             done, _ = await asyncio.wait({task}, timeout=interval)
             if done:
@@ -179,6 +182,15 @@ class Connection:
         self.writer.write(data)
         if self.writer.transport.get_write_buffer_size() > 65536:
             await asyncio.wait_for(self.writer.drain(), self.listeners._snd_timeout)
+
+
+def _may_wait(query: etree._Element) -> bool:
+    """Whether answering ``query`` may block until an instance ends."""
+    action = query.get("action")
+    if query.tag == "instance" and action == "wait":
+        return True
+    return (query.tag in ("instance", "launcher") and action == "launch"
+            and query.get("mode") == "synchronous")
 
 
 async def _remove_stale_socket(path: str) -> None:
