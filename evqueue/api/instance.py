@@ -96,6 +96,20 @@ async def _killtask(call: Call, instance_id: int) -> None:
     await inst.kill_task(call.params.int("pid"))
 
 
+async def _retrytask(call: Call, instance_id: int) -> None:
+    """Extension: run a failed (or retry-pending) task of a running instance again now."""
+    inst = call.server.instances.active_or_error(instance_id, "Unknown workflow instance")
+    call.user.require(inst.workflow_id, "exec")
+    inst.retry_task(inst.task(call.params.int("evqid")))
+
+
+async def _skiptask(call: Call, instance_id: int) -> None:
+    """Extension: mark a queued, retry-pending or failed task SKIPPED so its job goes on."""
+    inst = call.server.instances.active_or_error(instance_id, "Unknown workflow instance")
+    call.user.require(inst.workflow_id, "kill")
+    inst.skip_task(inst.task(call.params.int("evqid")))
+
+
 async def _delete(call: Call, instance_id: int) -> None:
     call.user.require_admin()
     await call.server.instances.delete(instance_id)
@@ -130,7 +144,7 @@ async def _migrate(call: Call, instance_id: int) -> None:
 _ACTIONS = {
     "query": _query, "wait": _wait_action, "cancel": _cancel, "killtask": _killtask,
     "delete": _delete, "tag": _tag, "untag": _untag, "debugresume": _debugresume,
-    "migrate": _migrate,
+    "migrate": _migrate, "retrytask": _retrytask, "skiptask": _skiptask,
 }
 
 

@@ -20,6 +20,7 @@ from lxml import etree
 from evqueue.engine.evaluation import EvalError, Evaluator, Stored, WaitCondition, append_attempt
 from evqueue.engine.queue_pool import Queue, UnknownQueue
 from evqueue.engine.xpath import Node
+from evqueue.protocol.errors import ApiError
 from evqueue.storage.base import now
 
 if TYPE_CHECKING:
@@ -373,6 +374,66 @@ class WorkflowInstance:
         self.retry_all()
         self.engine.queues_cancel(self)
         self.check_end()
+
+    # Our extension (the original has no per-task action): retry or skip one task of a running
+    # instance, e.g. to unblock the subjobs of a job whose task failed.
+    def task(self, evqid: int) -> etree._Element:
+        for task in self.doc.iter("task"):
+            if task.get("evqid") == str(evqid):
+                return task
+        raise ApiError("UNKNOWN_OBJECT", f"Unknown task : {evqid}")
+
+    def _failed(self, task: etree._Element) -> bool:
+        status = task.get("status")
+        return status == "ABORTED" or (status == "TERMINATED" and task.get("retval") != "0"
+                                       and not self._retry_of(task))
+
+    def _retry_of(self, task: etree._Element) -> TaskRun | None:
+        return next((run for run in self.retrying if run.task is task), None)
+
+    def _forget_error(self, task: etree._Element) -> None:
+        self._count(job_of(task), "error_tasks", -1)
+        self.errors -= 1
+        task.attrib.pop("error", None)
+
+    def retry_task(self, task: etree._Element) -> None:
+        """Run a failed task (or one waiting for its retry delay) again now."""
+        pending = self._retry_of(task)
+        if pending is not None:
+            self.retry_now(pending)
+            return
+        if not self._failed(task):
+            raise ApiError("INVALID_PARAMETER",
+                           "Only a failed task or a task waiting for a retry can be retried")
+        self._forget_error(task)
+        self.enqueue(TaskRun(self, task))
+        self.after_task_change()
+
+    def skip_task(self, task: etree._Element) -> None:
+        """Mark a queued, retrying or failed task SKIPPED so its job can go on."""
+        pending = self._retry_of(task)
+        if pending is not None:
+            self.retrying.pop(pending).cancel()
+            self._count(job_of(task), "retrying_tasks", -1)
+            self._forget_error(task)
+        elif task.get("status") == "QUEUED":
+            run = next((r for r in self.runs if r.task is task), None)
+            if run is None or run.queue is None or not run.queue.remove_where(
+                    lambda r: r is run):
+                raise ApiError("INVALID_PARAMETER", "The task is starting: kill it instead")
+            self._count(job_of(task), "queued_tasks", -1)
+            self._finish_run(run)
+        elif self._failed(task):
+            self._forget_error(task)
+        else:
+            raise ApiError("INVALID_PARAMETER", "Only a queued, retrying or failed task can be "
+                           "skipped (kill an executing one)")
+        task.set("status", "SKIPPED")
+        task.set("details", "Skipped on user request")
+        job = job_of(task)
+        if self.tasks_successful(job):
+            self._run_subjobs_safe(job)
+        self.after_task_change()
 
     async def kill_task(self, pid: int) -> None:
         for run in list(self.runs):

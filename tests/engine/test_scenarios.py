@@ -296,3 +296,45 @@ def test_script_tasks(env):
     s, n = doc.iter("task")
     assert s.find("output").text == "ev PV in\n"
     assert n.get("retval") == "-1" and "Exec format error" in n.find("stderr").text
+
+
+def _launch_and_wait_for(env, jobs: str, evqid_status: tuple[str, str]) -> tuple[int, str]:
+    """Launch, then wait until the task named ``evqid_status[0]`` has that status; returns
+    (instance id, the task's evqid)."""
+    d, c = env
+    name = f"wf{next(_n)}"
+    create_workflow(c, name, WF.format(params="", jobs=jobs))
+    iid = int(c.query(f'<instance action="launch" name="{name}" />').get("workflow-instance-id"))
+    task_name, status = evqid_status
+    for _ in range(100):
+        t = c.query(f'<instance action="query" id="{iid}" />').find(
+            f".//task[@name='{task_name}']")
+        if t is not None and t.get("status") == status:
+            return iid, t.get("evqid")
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_name} never {status}")
+
+
+def test_skip_and_retry_a_failed_task(env):
+    d, c = env
+    counter = os.path.join(d.root, "flaky")
+    jobs = job(
+        sh("exit 1", name="bad"), sh("sleep 1", name="slow"),
+        subjobs=job(task("/bin/echo", "<input>after</input>"), name="next"))
+    iid, evqid = _launch_and_wait_for(env, jobs, ("bad", "TERMINATED"))
+    c.query(f'<instance action="skiptask" id="{iid}" evqid="{evqid}" />')
+    doc = wait_terminated(c, iid)
+    assert doc.find(".//task[@name='bad']").get("status") == "SKIPPED"
+    assert doc.find(".//job[@name='next']//output").text == "after\n"
+    assert doc.get("errors") == "0"
+    flaky = sh(f"test -e {counter} || {{ touch {counter}; exit 1; }}", name="flaky")
+    jobs = job(flaky, sh("sleep 1", name="slow"),
+               subjobs=job(task("/bin/echo", "<input>after</input>"), name="next"))
+    iid, evqid = _launch_and_wait_for(env, jobs, ("flaky", "TERMINATED"))
+    c.query(f'<instance action="retrytask" id="{iid}" evqid="{evqid}" />')
+    doc = wait_terminated(c, iid)
+    assert len(doc.find(".//task[@name='flaky']").findall("output")) == 2
+    assert doc.find(".//job[@name='next']//output").text == "after\n"
+    assert doc.get("errors") == "0"
+    r = c.query_raw(f'<instance action="retrytask" id="{iid}" evqid="{evqid}" />')
+    assert r.get("error-code") == "UNKNOWN_INSTANCE"  # terminated: use debugresume
