@@ -9,7 +9,6 @@ The algorithm follows workflow.md §4.2–§4.12.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,12 +24,6 @@ from evqueue.storage.base import now
 
 if TYPE_CHECKING:
     from evqueue.engine.instances import Instances
-
-log = logging.getLogger(__name__)
-
-_COUNTERS = ("running_tasks", "queued_tasks", "retrying_tasks", "error_tasks",
-             "waiting_conditions")
-
 
 class Abort(Exception):
     """An evaluation error already recorded on its node; unwinds to the enclosing job."""

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from evqueue.storage.base import Storage
-
-log = logging.getLogger(__name__)
 
 QueueItem = Any  # the engine's queued-task handle; opaque to the pool
 
