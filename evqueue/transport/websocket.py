@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import re
 import ssl
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -37,6 +39,21 @@ log = logging.getLogger(__name__)
 SERVER_HEADER = "evQueue websockets server"
 
 
+#: ``<event action="ack" event_id="N"/>`` in either attribute order, either quotes
+_ACK = re.compile(r"""\s*<event\s+(?:action=(["'])ack\1\s+event_id=(["'])(\d+)\2"""
+                  r"""|event_id=(["'])(\d+)\4\s+action=(["'])ack\6)\s*/>\s*\Z""")
+
+
+@functools.lru_cache(maxsize=4096)
+def _api_command(text: str) -> tuple[etree._Element | None, str]:
+    """A subscription's API command, parsed once however many times it is pushed (handlers
+    only read their query)."""
+    try:
+        return parse_document(text), ""
+    except FramingError as e:
+        return None, str(e)
+
+
 class WebsocketListener:
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -59,6 +76,7 @@ class WebsocketListener:
             self._handle, None if ip == "*" else ip, cfg["ws.bind.port"],
             subprotocols=["api", "events"], process_request=self._process_request,
             server_header=SERVER_HEADER, max_size=self._max_size, ssl=context,
+            compression=None,  # as the original; deflating every push costs more than it saves
             backlog=cfg["ws.listen.backlog"], ping_interval=cfg["ws.keepalive"] or None,
             open_timeout=cfg["ws.rcv.timeout"] or None,
         )
@@ -120,6 +138,12 @@ class WsConnection:
             return
         await self.ws.send(self.session.start().decode("utf-8"))
         async for message in self.ws:
+            if self.events is not None and isinstance(message, str):
+                ack = _ACK.match(message)
+                if ack is not None:  # every push is acknowledged: skip the XML parser
+                    self.events.ack(int(ack.group(3) or ack.group(5)))
+                    self._wakeup.set()
+                    continue
             events = self.session.receive_message(message)
             outgoing: list[bytes] = []
             for event in events:
@@ -197,11 +221,10 @@ class WsConnection:
             pass
 
     async def _push(self, push: Push) -> None:
-        try:
-            query = parse_document(push.api_cmd)
-        except FramingError as e:
+        query, error = _api_command(push.api_cmd)
+        if query is None:
             answer = error_response(self.server.node, ApiError(
-                "UNEXPECTED_EXCEPTION", f"Invalid query XML structure : {e}"))
+                "UNEXPECTED_EXCEPTION", f"Invalid query XML structure : {error}"))
         else:
             self.server.statistics.ws_queries += 1
             answer = await dispatch(self.server, self.user, query, "ws")
