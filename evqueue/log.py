@@ -88,7 +88,9 @@ def setup(*, syslog: bool, syslog_priority_max: int, foreground: bool) -> None:
     if foreground:
         h: logging.Handler = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        h.setLevel(logging.DEBUG if os.environ.get("EVQUEUE_DEBUG") else logging.INFO)
+        # same filter as syslog (logger.syslog.filter); EVQUEUE_DEBUG=1 shows everything
+        h.setLevel(logging.DEBUG if os.environ.get("EVQUEUE_DEBUG")
+                   else python_level(syslog_priority_max))
         root.addHandler(h)
     if syslog and os.path.exists("/dev/log"):
         s = _SyslogHandler(address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
