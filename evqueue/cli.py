@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from evqueue import VERSION, migrate
+from evqueue import VERSION
 from evqueue import log as evqlog
 from evqueue.config import Config, ConfigError
 from evqueue.daemon import Readiness, daemonize
@@ -33,6 +33,8 @@ def _fail(message: str) -> None:
 def main() -> None:
     """Entry point: ``evqueue migrate-db ...`` or the daemon's own flags."""
     if sys.argv[1:2] == ["migrate-db"]:
+        from evqueue import migrate  # on demand: it loads PyMySQL, which the daemon may not need
+
         migrate.main(sys.argv[2:])
     else:
         daemon_command()

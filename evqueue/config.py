@@ -254,7 +254,7 @@ _SIZE_UNITS = MappingProxyType({"": 1, "K": 1024, "M": 1024**2, "G": 1024**3})
 
 _BLANKS = " \t"
 _KEY_RE = re.compile(r"[A-Za-z0-9._]+")
-_VAR_RE = re.compile(r"\{([A-Za-z_]+)\}")
+VAR_RE = re.compile(r"\{([A-Za-z_]+)\}")
 _DIGITS_RE = re.compile(r"[0-9]{1,19}")  # bounded so int() never sees a huge string
 _SIZE_RE = re.compile(r"([0-9]{1,19})([KMG]?)")
 _HEX_KEY_RE = re.compile(r"0[xX]([0-9A-Fa-f]{1,8})")
@@ -303,7 +303,7 @@ class Config:
         """Like :meth:`load`, from the file's text."""
         values: dict[str, str] = {}
         for number, line in enumerate(text.split("\n"), start=1):
-            entry = _parse_line(line.removesuffix("\r"), number)
+            entry = parse_line(line.removesuffix("\r"), number)
             if entry is not None:
                 name, value = entry
                 if name not in KEYS:
@@ -325,7 +325,7 @@ class Config:
 
         return cls(
             {
-                name: _VAR_RE.sub(substitute, values.get(name, key.default))
+                name: VAR_RE.sub(substitute, values.get(name, key.default))
                 for name, key in KEYS.items()
             }
         )
@@ -402,7 +402,7 @@ def _skip_blanks(line: str, i: int) -> int:
     return i
 
 
-def _parse_line(line: str, number: int) -> tuple[str, str] | None:
+def parse_line(line: str, number: int) -> tuple[str, str] | None:
     """One line of the file: ``(key, value)``, or None for a blank or comment line."""
     i = _skip_blanks(line, 0)
     if i == len(line) or line[i] == "#":

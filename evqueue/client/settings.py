@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from evqueue.client.federation import SERVERS_ENV
-from evqueue.config import _VAR_RE, BOOLEANS, ConfigError, _parse_line
+from evqueue.config import BOOLEANS, VAR_RE, ConfigError, parse_line
 
 SYSTEM_FILE = "/etc/evqueue.api.conf"
 USER_FILE = "~/.evqueue.api.conf"
@@ -43,7 +43,7 @@ def read_file(path: Path, settings: ApiSettings, environ: Mapping[str, str]) -> 
     values: dict[str, object] = {}
     for number, line in enumerate(text.split("\n"), start=1):
         try:
-            entry = _parse_line(line.removesuffix("\r"), number)
+            entry = parse_line(line.removesuffix("\r"), number)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e.message}") from None
         if entry is None:
@@ -52,7 +52,7 @@ def read_file(path: Path, settings: ApiSettings, environ: Mapping[str, str]) -> 
         field = key.removeprefix("api.")
         if not key.startswith("api.") or field not in ApiSettings.__dataclass_fields__:
             raise ConfigError(f"{path}: Unknown configuration entry : {key}")
-        value = _VAR_RE.sub(lambda m: environ.get(m.group(1), m.group(0)), value)
+        value = VAR_RE.sub(lambda m: environ.get(m.group(1), m.group(0)), value)
         if field == "noformat":
             if value not in BOOLEANS:
                 raise ConfigError(f"{path}: api.noformat must be yes or no, not {value!r}")

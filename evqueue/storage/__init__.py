@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from evqueue.storage.base import Storage
-from evqueue.storage.mysql import MySQLStorage
 from evqueue.storage.sqlite import SQLiteStorage
 
 
@@ -21,6 +20,9 @@ def open_storage(cfg: _Config, wait_db: bool = False) -> Storage:
     if kind == "sqlite":
         return SQLiteStorage(cfg["sqlite.path"])
     if kind == "mysql":
+        # imported on demand: PyMySQL adds ~10 MB to the resident size of SQLite daemons
+        from evqueue.storage.mysql import MySQLStorage
+
         return MySQLStorage(
             host=cfg["mysql.host"],
             user=cfg["mysql.user"],
