@@ -14,10 +14,12 @@ and unregistering a type removes every binding of its notifications whatever its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import os
+import signal
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from evqueue.engine.workflows import parse_stored, stored_text
+from evqueue.log import NOTICE
 from evqueue.protocol.errors import ApiError
 from evqueue.storage.base import Tx, now
 
@@ -142,6 +145,7 @@ class Notifications:
         self._notifications: dict[int, Notification] = {}
         self._concurrency: int = server.config["notifications.tasks.concurrency"]
         self._running = 0
+        self._seq = 0  # names the stderr files of plugin runs
         self._plugins: set[asyncio.Task] = set()
 
     async def reload(self) -> None:
@@ -342,43 +346,76 @@ class Notifications:
 
     async def _run_plugin(self, inst: WorkflowInstance, xml: str, notification: Notification,
                           type_: NotificationType) -> None:
-        """One plugin run: argv = instance id, error count, API socket path; stdin = JSON."""
-        cfg = self._server.config
-        payload = json.dumps({"instance": xml, "pluginconf": _json(type_.conf),
-                              "notificationconf": _json(notification.parameters)})
+        """One plugin run: argv = instance id, error count, API socket path; stdin = JSON;
+        stderr to a file, kept in ``t_log_notifications`` when the plugin fails."""
         label = f"Notification {notification.name} ({type_.name}) of instance {inst.id}"
         try:
-            proc = await asyncio.create_subprocess_exec(
-                self.binary_path(type_.id), str(inst.id), str(inst.errors),
-                cfg["network.bind.path"], cwd=self.directory, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True)
-        except OSError as e:
-            log.error("%s could not be started: %s", label, e)
+            await self._execute(inst, xml, notification, type_, label)
+        except Exception as e:
+            log.error("%s could not be run: %s", label, e)
+        finally:
             self._running -= 1
-            return
+
+    async def _execute(self, inst: WorkflowInstance, xml: str, notification: Notification,
+                       type_: NotificationType, label: str) -> None:
+        cfg = self._server.config
+        binary = self.binary_path(type_.id)
+        if not os.path.exists(binary):  # a new node or a wiped directory (often /tmp)
+            await self.sync_binaries()
+        payload = json.dumps({"instance": xml, "pluginconf": _json(type_.conf),
+                              "notificationconf": _json(notification.parameters)}).encode()
+        self._seq += 1
+        stderr_path = os.path.join(
+            cfg["notifications.logs.directory"],
+            f"notif_{os.getpid()}_{self._seq}_{notification.id}.stderr")
         try:
-            timeout = cfg["notifications.tasks.timeout"] or None
+            with open(stderr_path, "wb") as stderr:
+                proc = await asyncio.create_subprocess_exec(
+                    binary, str(inst.id), str(inst.errors), cfg["network.bind.path"],
+                    cwd=self.directory, stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=stderr, start_new_session=True)
             try:
-                _, stderr = await asyncio.wait_for(proc.communicate(payload.encode()), timeout)
+                await asyncio.wait_for(_feed_and_wait(proc, payload),
+                                       cfg["notifications.tasks.timeout"] or None)
             except TimeoutError:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the plugin and its children
                 await proc.wait()
                 log.warning("%s timed out", label)
                 return
             if proc.returncode == 0:
-                log.log(25, "%s executed successfully", label)
+                log.log(NOTICE, "%s executed successfully", label)
                 return
             log.warning("%s returned %s", label, proc.returncode)
+            message = await asyncio.to_thread(_read_head, stderr_path,
+                                              cfg["notifications.logs.maxsize"])
             await self._storage.execute(
                 "INSERT INTO t_log_notifications (node_name, log_notifications_pid, "
                 "log_notifications_message, log_notifications_timestamp) "
                 "VALUES (%s, %s, %s, %s)",
-                (self._server.node, proc.pid,
-                 stderr[: cfg["notifications.logs.maxsize"]].decode("utf-8", "replace"), now()))
+                (self._server.node, proc.pid, message.decode("utf-8", "replace"), now()))
             self._server.events.publish("LOG_NOTIFICATION")
         finally:
-            self._running -= 1
+            if cfg["notifications.logs.delete"]:
+                await asyncio.to_thread(_remove, stderr_path)
+
+
+async def _feed_and_wait(proc: asyncio.subprocess.Process, payload: bytes) -> None:
+    """Write the JSON document then EOF (a plugin may exit without reading it), then wait."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(payload)
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        proc.stdin.close()
+    await proc.wait()
+
+
+def _read_head(path: str, size: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
 
 
 def _json(text: str | bytes) -> object:

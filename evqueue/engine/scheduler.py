@@ -4,8 +4,18 @@ Each active schedule of this node owns one timer on the event loop (the loop's o
 for its next occurrence: no periodic scan, and one schedule's long run never delays another
 (the original made schedules wait for each other). A schedule is not re-armed while its
 instance runs; it is re-armed from the end of that instance, so an every-second schedule starts
-at every second at which the previous run has ended. Runs missed while the daemon was down are
-not executed (like the original).
+at every second at which the previous run has ended.
+
+Across a restart: a schedule whose instance is resumed counts as running until that instance
+ends; every other schedule is armed from now. Occurrences that fell while the daemon was down
+are not run afterwards (like the original), and an occurrence already run is never run again,
+since the next occurrence is always strictly after the current time. A step of the wall clock
+re-arms every schedule from the new time (occurrences stepped over are not run either).
+
+``any`` schedules run on one node per occurrence (a claim row in the database). While one node
+runs an instance of such a schedule it holds a lease row ``running_<id>``, renewed every
+:data:`LEASE_PERIOD` seconds and dropped at the end of the instance: a node that wins a later
+occurrence skips it while another node's lease is fresh, and a dead node's lease simply expires.
 """
 
 from __future__ import annotations
@@ -13,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
-from evqueue.storage.base import now
+from evqueue.log import NOTICE
+from evqueue.storage.base import Tx, now
 
 if TYPE_CHECKING:
     from evqueue.engine.instance import WorkflowInstance
@@ -23,6 +35,19 @@ if TYPE_CHECKING:
     from evqueue.server import Server
 
 log = logging.getLogger(__name__)
+
+#: The loop's clock is monotonic: a wall-clock step (or a suspended machine) would make every
+#: timer fire at the wrong wall-clock time. One timer compares both clocks this often and
+#: re-arms every schedule when they moved apart by more than CLOCK_STEP seconds.
+CLOCK_CHECK = 60.0
+CLOCK_STEP = 1.0
+#: Lease of a running ``any`` schedule: renewal period and age after which it is stale.
+LEASE_PERIOD = 2.0
+LEASE_TTL = 3 * LEASE_PERIOD
+
+
+def _lease(schedule_id: int) -> str:
+    return f"running_{schedule_id}"
 
 
 class Scheduler:
@@ -33,10 +58,21 @@ class Scheduler:
         self._timers: dict[int, tuple[asyncio.TimerHandle, float, str]] = {}
         #: schedule id → id of its running instance (0 while the launch is in flight)
         self.running: dict[int, int] = {}
+        #: ``any`` schedules whose running instance this node holds the lease of
+        self._leases: set[int] = set()
+        self._lease_timer: asyncio.TimerHandle | None = None
+        self._clock_timer: asyncio.TimerHandle | None = None
+        self._clock_offset = 0.0  # wall clock minus loop clock at the last check
+        self._tasks: set[asyncio.Task] = set()
         self._started = False
 
     def _mine(self, schedule: WorkflowSchedule) -> bool:
         return schedule.runnable_on(self.node)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def reload(self) -> None:
         """Re-read the schedules and re-arm them all from now (§7.4)."""
@@ -48,14 +84,39 @@ class Scheduler:
         for inst in self.server.instances.active.values():
             if inst.schedule_id:
                 self.running[inst.schedule_id] = inst.id
+                schedule = self.server.workflow_schedules.get(inst.schedule_id)
+                if schedule is not None and schedule.node == "any":
+                    self._take_lease(inst.schedule_id)
         self._started = True
         self._arm_all()
+        self._clock_offset = time.time() - asyncio.get_running_loop().time()
+        self._arm_clock_check()
 
     def stop(self) -> None:
         self._started = False
+        self._cancel_timers()
+        for handle in (self._lease_timer, self._clock_timer):
+            if handle is not None:
+                handle.cancel()
+        self._lease_timer = self._clock_timer = None
+
+    def _cancel_timers(self) -> None:
         for handle, _, _ in self._timers.values():
             handle.cancel()
         self._timers.clear()
+
+    def _arm_clock_check(self) -> None:
+        self._clock_timer = asyncio.get_running_loop().call_later(CLOCK_CHECK,
+                                                                   self._check_clock)
+
+    def _check_clock(self) -> None:
+        offset = time.time() - asyncio.get_running_loop().time()
+        step, self._clock_offset = offset - self._clock_offset, offset
+        if abs(step) > CLOCK_STEP:
+            log.warning("The wall clock moved by %+.0f s: re-arming every schedule", step)
+            self._cancel_timers()
+            self._arm_all()
+        self._arm_clock_check()
 
     def _arm_all(self) -> None:
         """(Re-)arm every schedule of this node. A timer whose schedule string did not change
@@ -74,10 +135,10 @@ class Scheduler:
             handle.cancel()
 
     def _arm(self, schedule: WorkflowSchedule) -> None:
-        at = schedule.next_time(time.time())
+        wall = time.time()
+        at = schedule.next_time(wall)
         loop = asyncio.get_running_loop()
-        handle = loop.call_at(loop.time() + max(0.0, at - time.time()), self._fire,
-                              schedule.id, at)
+        handle = loop.call_at(loop.time() + max(0.0, at - wall), self._fire, schedule.id, at)
         self._timers[schedule.id] = (handle, at, schedule.schedule)
 
     def _fire(self, schedule_id: int, at: float) -> None:
@@ -85,17 +146,16 @@ class Scheduler:
         schedule = self.server.workflow_schedules.get(schedule_id)
         if schedule is None or not self._mine(schedule) or schedule_id in self.running:
             return
-        if time.time() < at:  # woke early (clock adjusted): wait for the real second
+        if time.time() < at:  # woke early (the wall clock went back): wait for the real second
             self._arm(schedule)
             return
         self.running[schedule_id] = 0
-        asyncio.ensure_future(self._launch(schedule, at))
+        self._spawn(self._launch(schedule, at))
 
     async def _launch(self, schedule: WorkflowSchedule, at: float) -> None:
         server = self.server
         try:
-            if schedule.node == "any" and not await server.cluster.claim(
-                f"scheduledwf_{schedule.id}_{int(at)}"):
+            if schedule.node == "any" and not await self._claim_any(schedule.id, at):
                 self.running.pop(schedule.id, None)
                 self._rearm(schedule.id)
                 return
@@ -107,30 +167,91 @@ class Scheduler:
         except Exception as e:
             log.error("Workflow schedule %s could not launch its instance: %s", schedule.id, e)
             self.running.pop(schedule.id, None)
+            self._release_lease(schedule.id)
             self._rearm(schedule.id)
             return
-        log.log(25, "[WID %s] Instantiated by workflow scheduler", inst.id)
+        log.log(NOTICE, "[WID %s] Instantiated by workflow scheduler", inst.id)
         server.events.publish("WORKFLOWSCHEDULE_STARTED", schedule.id)
-        if schedule.id in self.running and self.running[schedule.id] == 0 and not inst.ended:
+        if self.running.get(schedule.id) == 0 and not inst.ended:
             self.running[schedule.id] = inst.id
+
+    async def _claim_any(self, schedule_id: int, at: float) -> bool:
+        """Win this occurrence of an ``any`` schedule, then its lease (refused while another
+        node runs the schedule)."""
+        if not await self.server.cluster.claim(f"scheduledwf_{schedule_id}_{int(at)}"):
+            return False
+        name, node, stamp = _lease(schedule_id), self.node, now()
+        fresh = now(time.time() - LEASE_TTL)
+
+        def take(tx: Tx) -> bool:
+            if tx.query("SELECT node_name FROM t_evqueue_claim WHERE claim_name = %s AND "
+                        "node_name <> %s AND claim_time >= %s", (name, node, fresh)):
+                return False
+            tx.execute("DELETE FROM t_evqueue_claim WHERE claim_name = %s", (name,))
+            tx.execute("INSERT INTO t_evqueue_claim (claim_name, node_name, claim_time) "
+                       "VALUES (%s, %s, %s)", (name, node, stamp))
+            return True
+
+        if not await self.server.storage.transaction(take):
+            return False
+        self._leases.add(schedule_id)
+        self._arm_lease_timer()
+        return True
+
+    def _take_lease(self, schedule_id: int) -> None:
+        """Hold the lease of a resumed ``any`` instance (it is this node's again)."""
+        name = _lease(schedule_id)
+        self.server.storage.write("DELETE FROM t_evqueue_claim WHERE claim_name = %s", (name,))
+        self.server.storage.write(
+            "INSERT INTO t_evqueue_claim (claim_name, node_name, claim_time) "
+            "VALUES (%s, %s, %s)", (name, self.node, now()))
+        self._leases.add(schedule_id)
+        self._arm_lease_timer()
+
+    def _release_lease(self, schedule_id: int) -> None:
+        if schedule_id in self._leases:
+            self._leases.discard(schedule_id)
+            self.server.storage.write(
+                "DELETE FROM t_evqueue_claim WHERE claim_name = %s AND node_name = %s",
+                (_lease(schedule_id), self.node))
+
+    def _arm_lease_timer(self) -> None:
+        if self._lease_timer is None:
+            self._lease_timer = asyncio.get_running_loop().call_later(
+                LEASE_PERIOD, self._renew_leases)
+
+    def _renew_leases(self) -> None:
+        self._lease_timer = None
+        if not self._leases:
+            return
+        names = [_lease(i) for i in sorted(self._leases)]
+        self.server.storage.write(
+            f"UPDATE t_evqueue_claim SET claim_time = %s WHERE node_name = %s AND "
+            f"claim_name IN ({', '.join(['%s'] * len(names))})", (now(), self.node, *names))
+        self._arm_lease_timer()
 
     def instance_ended(self, inst: WorkflowInstance) -> None:
         schedule_id = inst.schedule_id
         if not schedule_id or schedule_id not in self.running:
             return
         del self.running[schedule_id]
+        self._release_lease(schedule_id)
         self.server.events.publish("WORKFLOWSCHEDULE_STOPPED", schedule_id)
         schedule = self.server.workflow_schedules.get(schedule_id)
         if schedule is None:
             return
         if inst.errors and schedule.onfailure == "SUSPEND":
             log.warning("Workflow schedule %s suspended after a failed instance", schedule_id)
-            asyncio.ensure_future(self._suspend(schedule_id))
+            self._spawn(self._suspend(schedule_id))
             return
         self._rearm(schedule_id)
 
     async def _suspend(self, schedule_id: int) -> None:
-        await self.server.workflow_schedules.set_active(schedule_id, False)
+        try:
+            await self.server.workflow_schedules.set_active(schedule_id, False)
+        except Exception as e:
+            log.error("Workflow schedule %s could not be suspended: %s", schedule_id, e)
+            return
         self.server.cluster.notify_reload("scheduler")
 
     def _rearm(self, schedule_id: int) -> None:
