@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -95,19 +96,40 @@ def run(config: Config, *, daemon: bool, wait_db: bool) -> int:
         return asyncio.run(_serve(config, wait_db, readiness))
     finally:
         pidfile.release()
+        readiness.close()
 
 
 async def _serve(config: Config, wait_db: bool, readiness: Readiness) -> int:
     server = Server(config, wait_db=wait_db)
+    # SIGTERM/SIGINT during start-up (e.g. ``--wait-db`` on a database that never comes)
+    # abandon it and exit 255 like the original; serve() installs the real handlers.
+    starting = asyncio.ensure_future(server.start())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, starting.cancel)
     try:
-        await server.start()
+        await starting
+    except asyncio.CancelledError:
+        log.log(evqlog.NOTICE, "Shutting down during start-up")
+        readiness.failed("Interrupted during start-up")
+        await _abandon(server)
+        return FATAL
     except Exception as e:
         log.critical("Unexpected exception in start-up : %s", e)
         readiness.failed(f"Unexpected exception in start-up : {e}")
         if not isinstance(e, OSError):
             log.debug("start-up failure", exc_info=True)
-        await server.stop()
+        await _abandon(server)
         return FATAL
     readiness.ready()
     await server.serve()
     return 0
+
+
+async def _abandon(server: Server) -> None:
+    """Tear down a half-started server: its parts that never opened (e.g. the database)
+    may fail to stop, and that must not hide the start-up error nor change the exit status."""
+    try:
+        await server.stop()
+    except Exception:
+        log.debug("stopping a half-started server", exc_info=True)

@@ -17,12 +17,21 @@ class Readiness:
 
     def __init__(self, fd: int | None) -> None:
         self._fd = fd
+        self._failure: str | None = None
 
     def ready(self) -> None:
         self._send(b"OK")
 
     def failed(self, message: str) -> None:
-        self._send(b"KO" + message.encode("utf-8", "replace"))
+        """Record a start-up failure; :meth:`close` reports it once the daemon has cleaned
+        up, so that the PID file is gone when the foreground process exits."""
+        self._failure = message
+
+    def close(self) -> None:
+        """Report a recorded failure, or just close (the foreground then reports that the
+        daemon exited during start-up, unless it was ready)."""
+        failure = self._failure
+        self._send(b"" if failure is None else b"KO" + failure.encode("utf-8", "replace"))
 
     def _send(self, data: bytes) -> None:
         if self._fd is None:
@@ -42,12 +51,12 @@ def daemonize() -> Readiness:
     if child > 0:
         os.close(wfd)
         os.waitpid(child, 0)  # the intermediate process exits at once: reap it
-        chunks = []
+        chunks = [os.read(rfd, 65536)]
+        if chunks[0].startswith(b"OK"):
+            os._exit(0)  # at once: a process started by the daemon may hold the pipe open
         while chunk := os.read(rfd, 65536):
             chunks.append(chunk)
         status = b"".join(chunks)
-        if status.startswith(b"OK"):
-            os._exit(0)
         message = status[2:].decode("utf-8", "replace") or "daemon exited during start-up"
         sys.stderr.write(message + "\n")
         os._exit(255)

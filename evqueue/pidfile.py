@@ -25,14 +25,21 @@ class PidFile:
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        lock_path = self.path + ".lock"
+        while True:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise AlreadyRunning(
+                    f"another evqueue daemon (pid {self.read() or '?'}) holds {self.path}"
+                ) from None
+            # a daemon exiting meanwhile unlinks the lock file: a lock on that old inode
+            # would not exclude the next daemon, so lock the file that is there now
+            if _same_file(fd, lock_path):
+                break
             os.close(fd)
-            raise AlreadyRunning(
-                f"another evqueue daemon (pid {self.read() or '?'}) holds {self.path}"
-            ) from None
         self._lock_fd = fd
 
     def write(self, pid: int | None = None) -> None:
@@ -60,3 +67,12 @@ class PidFile:
                 pass
         os.close(self._lock_fd)
         self._lock_fd = None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from evqtest import create_workflow, free_ports, one_task, wait_terminated
 
 from evqueue.client import Client
@@ -58,13 +59,20 @@ def test_foreground_start_and_sigterm(daemon):
     assert "Clean exit" in daemon.log()
 
 
-def test_second_daemon_refuses_and_leaves_the_first_alone(daemon):
+def test_second_daemon_refuses_and_leaves_the_first_alone(daemon, make_daemon):
     r = run("--config", daemon.config_path, cwd=daemon.root)
     assert r.returncode == 255
-    assert "another evqueue daemon" in r.stderr
+    assert f"another evqueue daemon (pid {daemon.proc.pid})" in r.stderr
+    # another PID file but the same unix socket: refused too, the socket is not stolen
+    other = make_daemon(start=False, **{"network.bind.path": daemon.socket})
+    r = run("--config", other.config_path, cwd=other.root)
+    assert r.returncode == 255
+    assert "is in use by another running daemon" in r.stderr
+    other.kill_forker()
     with daemon.client() as c:
         assert c.query("<ping />").get("status") == "OK"
     assert Path(daemon.root, "evqueue.pid").read_text().strip() == str(daemon.proc.pid)
+    assert daemon.stop() == 0
 
 
 def test_daemon_mode_detaches_and_reports_failures(make_daemon):
@@ -76,8 +84,7 @@ def test_daemon_mode_detaches_and_reports_failures(make_daemon):
         assert os.getsid(pid) != os.getsid(0)  # detached into a session of its own
         with Client(d.url, "admin", "admin") as c:
             assert c.query("<ping />").get("status") == "OK"
-        fd0 = os.readlink(f"/proc/{pid}/fd/0")
-        assert fd0 == "/dev/null"
+        assert [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)] == ["/dev/null"] * 3
     finally:
         os.kill(pid, signal.SIGTERM)
         for _ in range(200):
@@ -94,7 +101,9 @@ def test_daemon_mode_detaches_and_reports_failures(make_daemon):
         d2 = make_daemon(start=False, **{"network.bind.port": str(port)})
         r = run("--daemon", "--config", d2.config_path, cwd=d2.root)
         assert r.returncode == 255
-        assert "Address already in use" in r.stderr or "address" in r.stderr.lower()
+        assert "Unexpected exception in start-up : " in r.stderr
+        assert "address already in use" in r.stderr.lower()
+        assert not Path(d2.root, "evqueue.pid").exists()
         d2.kill_forker()
 
 
@@ -114,6 +123,7 @@ def test_sighup_reloads_definitions(daemon):
                 break
             time.sleep(0.05)
         assert "from_db" in names
+    assert "Got SIGHUP, reloading configuration" in daemon.log()
 
 
 def test_sigusr1_retries_now(daemon):
@@ -136,9 +146,57 @@ def test_sigusr1_retries_now(daemon):
 
 
 def test_sigint_twice_forces_exit(daemon):
-    daemon.proc.send_signal(signal.SIGINT)
-    daemon.proc.send_signal(signal.SIGINT)
-    assert daemon.proc.wait(10) in (0, 1)
+    """A graceful shutdown stuck on a locked database is cut short by a second SIGINT."""
+    with daemon.client() as c:
+        create_workflow(c, "slow", one_task("/bin/sleep", "3"))
+        c.query('<instance action="launch" name="slow" />')
+    db = sqlite3.connect(os.path.join(daemon.root, "evqueue.db"), isolation_level=None)
+    try:
+        db.execute("BEGIN EXCLUSIVE")  # the shutdown savepoint cannot be written
+        daemon.proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            daemon.proc.wait(1)
+        daemon.proc.send_signal(signal.SIGINT)
+        assert daemon.proc.wait(5) == 1
+    finally:
+        db.close()
+    assert "Second SIGINT, forcing exit" in daemon.log()
+
+
+def test_unreachable_database(make_daemon):
+    """Fatal at once (255, the driver's message); ``--wait-db`` waits but can be stopped."""
+    closed_port = free_ports(1)[0]
+    d = make_daemon(start=False, **{"core.storage": "mysql", "mysql.host": "127.0.0.1",
+                                    "mysql.port": str(closed_port)})
+    r = run("--config", d.config_path, cwd=d.root)
+    assert r.returncode == 255
+    assert "Unexpected exception in start-up : Can't connect to MySQL server" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not Path(d.root, "evqueue.pid").exists()
+    with open(os.path.join(d.root, "daemon.stderr"), "wb") as err:
+        proc = subprocess.Popen([*EVQUEUE, "--wait-db", "--config", d.config_path],
+                                cwd=d.root, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        for _ in range(200):
+            if "Database not yet ready, retrying..." in d.log():
+                break
+            time.sleep(0.05)
+        assert "Database not yet ready" in d.log()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 255
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not Path(d.root, "evqueue.pid").exists()
+    assert "Shutting down during start-up" in d.log()
+
+
+def test_control_shutdown(daemon):
+    with daemon.client() as c:
+        assert c.query('<control action="shutdown" />').get("status") == "OK"
+    assert daemon.proc.wait(10) == 0
+    assert "Clean exit" in daemon.log()
+    assert not os.path.exists(daemon.socket)
 
 
 def test_running_tasks_survive_sigterm(make_daemon):

@@ -30,6 +30,8 @@ async def _launch(call: Call) -> None:
         # created on another node of the cluster a moment ago: don't wait for its broadcast
         await server.workflows.reload()
     workflow = server.workflows.get_by_name(name)
+    # counted once the workflow is known: failed launches count, unknown names do not
+    # (golden 13/23, errata 12)
     server.statistics.workflow_queries += 1
     call.user.require(workflow.id, "exec")
     await launch(call, workflow)

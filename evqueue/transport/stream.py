@@ -179,8 +179,12 @@ class Connection:
                 return None
 
     async def _send(self, data: bytes) -> None:
+        transport = self.writer.transport
         self.writer.write(data)
-        if self.writer.transport.get_write_buffer_size() > 65536:
+        if transport.is_closing():
+            # asyncio drops writes to a lost connection silently; DPD must see the failure
+            raise ConnectionResetError("connection lost")
+        if transport.get_write_buffer_size() > 65536:
             await asyncio.wait_for(self.writer.drain(), self.listeners._snd_timeout)
 
 
