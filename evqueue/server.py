@@ -62,7 +62,7 @@ class Server:
         self.storage = open_storage(config, wait_db=wait_db)
         self.users = Users(self.storage)
         self.anonymous_user: User = ANONYMOUS
-        self.queues = QueuePool(self.storage, config["queuepool.scheduler"])
+        self.queues = QueuePool(self.storage, config["queuepool.scheduler"], self.events)
         self.workflows = Workflows(self)
         self.retry_schedules = RetrySchedules(self)
         self.workflow_schedules = WorkflowSchedules(self)

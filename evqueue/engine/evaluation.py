@@ -256,11 +256,6 @@ class Evaluator:
         self._by_id[number] = node
         return str(number)
 
-    def renumber(self, node: etree._Element) -> str:
-        """A fresh evqid for a loop clone other than the first."""
-        node.attrib.pop("evqid", None)
-        return self.evqid(node)
-
     def context_id(self, item: Node) -> str:
         """The ``context-id`` value designating ``item`` (``"5"`` or ``"5/@n"``)."""
         if isinstance(item, AttrNode):
@@ -361,10 +356,12 @@ class Evaluator:
         """``handle_loop`` (§4.2): yield ``(clone, item)`` for each loop item; without a
         ``loop`` attribute yield ``(node, ctx)``.
 
-        Clones are appended at the end of the parent and the node itself is removed (quirk
-        Q23); the first clone *is* the node, so its evqid keeps pointing at a live element.
-        With ``number`` (jobs and tasks) each clone gets ``context-id`` = the item's id and
-        later clones a fresh evqid, lazily, so ids follow processing order (golden 11).
+        All clones are appended at the end of the parent at once and the node itself is
+        removed (quirk Q23), so clones left unprocessed by an error stay visible, without
+        status, evqid or context-id. The first clone *is* the node, so its evqid keeps
+        pointing at a live element. With ``number`` (jobs and tasks) each clone gets
+        ``context-id`` = the item's id and later clones a fresh evqid, lazily, so ids follow
+        processing order (golden 11).
         A loop error marks the node ABORTED and raises :data:`EvalError`.
         """
         expr = node.get("loop")
@@ -380,17 +377,20 @@ class Evaluator:
             raise
         parent = node.getparent()
         template = copy.deepcopy(node)
+        for processed in ("evqid", "context-id"):
+            template.attrib.pop(processed, None)
         _detach(node)
-        for index, item in enumerate(items):
-            clone = node if index == 0 else copy.deepcopy(template)
+        clones = [node] + [copy.deepcopy(template) for _ in items[1:]] if items else []
+        for clone in clones:
             clone.tail = None
             if iteration is not None:
                 clone.set("condition", iteration)
             parent.append(clone)
+        for index, (clone, item) in enumerate(zip(clones, items, strict=True)):
             if number:
                 clone.set("context-id", self.context_id(item))
                 if index:
-                    self.renumber(clone)
+                    self.evqid(clone)
             yield clone, item
 
     def replace_values(self, task: etree._Element, ctx: Node, job: etree._Element) -> None:

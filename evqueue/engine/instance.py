@@ -51,6 +51,14 @@ class TaskRun:
 Output = str | Stored
 
 
+def _int(value: str | None) -> int:
+    """A numeric attribute the way the original reads it: anything unparsable is 0."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 def job_of(task: etree._Element) -> etree._Element:
     """``task/../..``: the job owning a task."""
     return task.getparent().getparent()
@@ -82,6 +90,9 @@ class WorkflowInstance:
         self.waiting: list[tuple[etree._Element, Node]] = []
         self.runs: set[TaskRun] = set()
         self.ended = False
+        #: > 0 while handing a task to the queue pool, which may start it at once; a start
+        #: failure then must not end the instance in the middle of the transition queuing it
+        self._queuing = 0
         self.eval = Evaluator(doc)
 
     # -- counters and errors -------------------------------------------------------------
@@ -122,11 +133,14 @@ class WorkflowInstance:
             try:
                 self.run_subjob(job, parent)
             except Abort as e:
-                failed = e.job if e.job is not None else job
-                failed.set("status", "ABORTED")
-                self._count(failed, "error_tasks", 1)
-                self.errors += 1
+                self._job_aborted(e.job if e.job is not None else job)
                 raise Abort() from None
+
+    def _job_aborted(self, job: etree._Element) -> None:
+        """An evaluation error escaped ``job``: it is ABORTED and counts one error (§4.7)."""
+        job.set("status", "ABORTED")
+        self._count(job, "error_tasks", 1)
+        self.errors += 1
 
     def run_subjob(self, job: etree._Element, ctx: Node) -> None:
         job.set("context-id", self.eval.context_id(ctx))
@@ -166,7 +180,10 @@ class WorkflowInstance:
 
     @staticmethod
     def tasks_successful(job: etree._Element) -> bool:
-        for task in job.find("tasks").iterchildren("task"):
+        """Every task TERMINATED with retval 0 or SKIPPED. Checked at each task end, so
+        scanned from the last task: the ones still queued or running are usually there
+        (tasks start in document order), which keeps big loops linear."""
+        for task in job.find("tasks").iterchildren("task", reversed=True):
             status = task.get("status")
             if status == "SKIPPED":
                 continue
@@ -190,8 +207,8 @@ class WorkflowInstance:
     def handle_loop(
         self, node: etree._Element, ctx: Node, current_job: etree._Element
     ) -> Iterator[tuple[etree._Element, Node]]:
-        """§4.2 handle_loop: ``(clone, context)`` pairs, created lazily so evqids follow
-        processing order as in the original."""
+        """§4.2 handle_loop: ``(clone, context)`` pairs, numbered as they are processed so
+        evqids follow processing order as in the original."""
         try:
             yield from self.eval.expand_loop(node, ctx, current_job)
         except EvalError:
@@ -221,7 +238,11 @@ class WorkflowInstance:
         run.queue = queue
         self.runs.add(run)
         self.engine.events.publish("TASK_ENQUEUE", self.id)
-        self.engine.queues.enqueue(queue, run, self.id)
+        self._queuing += 1
+        try:
+            self.engine.queues.enqueue(queue, run, self.id)
+        finally:
+            self._queuing -= 1
 
     def dequeued(self, run: TaskRun) -> str | None:
         """The queue gave ``run`` a slot. Returns an abort reason, or None to go ahead."""
@@ -246,6 +267,7 @@ class WorkflowInstance:
         task.set("tid", str(run.tid))
         task.set("execution_time", now())
         self.engine.events.publish("TASK_EXECUTE", self.id)
+        self.engine.events.publish("QUEUE_EXECUTE")
         self.engine.savepoint_progress(self)
 
     def progress(self, run: TaskRun, percent: int) -> None:
@@ -301,28 +323,27 @@ class WorkflowInstance:
                         self.run_task(node, ctx)
                     else:
                         self.run_subjob(node, ctx)
-                except Abort:
-                    pass
+                except Abort as e:  # as if it had failed when first processed
+                    failed = e.job if e.job is not None else node
+                    self._job_aborted(job_of(failed) if failed.tag == "task" else failed)
         self.check_end()
         if not self.ended:
             self.engine.savepoint_progress(self)
 
     # -- retries (§4.11) -----------------------------------------------------------------
     def schedule_retry(self, run: TaskRun) -> bool:
-        """Decide and arm a retry; False means the failure is final."""
+        """Decide and arm a retry (§4.11.1); False means the failure is final."""
         task = run.task
         schedule = task.get("retry_schedule")
         if schedule and task.get("retry_schedule_level", "0") in ("0", ""):
-            self._advance_level(task, schedule)
+            delay, times = self._advance_level(task, schedule)
         elif task.get("retry_delay") is None or task.get("retry_times") is None:
             return False
-        delay = int(task.get("retry_delay", "0") or 0)
-        times = int(task.get("retry_times", "0") or 0)
+        else:
+            delay, times = _int(task.get("retry_delay")), _int(task.get("retry_times"))
         if schedule and times == 0:
-            self._advance_level(task, schedule)
-            delay = int(task.get("retry_delay", "0") or 0)
-            times = int(task.get("retry_times", "0") or 0)
-        if delay == 0 or times == 0:
+            delay, times = self._advance_level(task, schedule)
+        if delay <= 0 or times <= 0:
             return False
         retval_filter = task.get("retry_retval")
         if retval_filter is not None and retval_filter != task.get("retval"):
@@ -334,18 +355,19 @@ class WorkflowInstance:
         self.retrying[run] = loop.call_later(delay, self.retry_now, run)
         return True
 
-    def _advance_level(self, task: etree._Element, schedule: str) -> None:
-        level = int(task.get("retry_schedule_level", "0") or 0) + 1
+    def _advance_level(self, task: etree._Element, schedule: str) -> tuple[int, int]:
+        """Go to the next level of the task's retry schedule and copy its delay and times
+        onto the task; past the last level nothing is copied (the task keeps the last
+        level's values, as observed) and ``(0, 0)`` ends the retries."""
+        level = _int(task.get("retry_schedule_level")) + 1
         task.set("retry_schedule_level", str(level))
-        levels = self.doc.xpath(
-            "schedules/schedule[@name=$n]/level", n=schedule
-        )
-        if level <= len(levels):
-            task.set("retry_delay", levels[level - 1].get("retry_delay", "0"))
-            task.set("retry_times", levels[level - 1].get("retry_times", "0"))
-        else:
-            task.set("retry_delay", "0")
-            task.set("retry_times", "0")
+        levels = self.doc.xpath("schedules/schedule[@name=$n]/level", n=schedule)
+        if level > len(levels):
+            return 0, 0
+        delay, times = (levels[level - 1].get(a, "0") for a in ("retry_delay", "retry_times"))
+        task.set("retry_delay", delay)
+        task.set("retry_times", times)
+        return _int(delay), _int(times)
 
     def retry_now(self, run: TaskRun) -> None:
         """A retry is due (timer, SIGUSR1, cancel): queue the task again."""
@@ -435,7 +457,9 @@ class WorkflowInstance:
 
     # -- end (§4.12) ---------------------------------------------------------------------
     def check_end(self) -> None:
-        if self.ended or self.running or self.retrying:
+        """§4.12: nothing queued, running or waiting for a retry → TERMINATED. Every
+        transition ends with this check (the outermost one when they nest)."""
+        if self.ended or self.running or self.retrying or self._queuing:
             return
         self.ended = True
         self.doc.set("status", "TERMINATED")
@@ -444,7 +468,11 @@ class WorkflowInstance:
         self.engine.terminated(self)
 
     def suspend(self) -> None:
-        """Shutdown: drop timers, keep the state for the next start (§4.13.2)."""
+        """Shutdown: drop timers and leave the queues, keep the state for the next start
+        (§4.13.2): queued tasks stay QUEUED in the document and are queued again at resume."""
         for handle in self.retrying.values():
             handle.cancel()
+        for run in self.runs:
+            if run.queue is not None and run.task.get("status") == "QUEUED":
+                run.queue.remove_where(lambda item, run=run: item is run)
         self.ended = True

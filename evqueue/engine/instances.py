@@ -6,12 +6,15 @@ the running document is written behind execution (coalesced, group-committed), s
 ``kill -9`` of the daemon the next start resumes every instance instead of marking it
 TERMINATED with an empty savepoint as the original does. A task spawned but not yet saved is
 recognised at resume by its tid, which is derived from the instance id and the task's evqid
-(see ``Runner.tid_of``), so nothing runs twice.
+(see ``Runner.tid_of``), so nothing runs twice. Symmetrically, the forker is told to forget a
+task's exit only once a savepoint holding that exit is committed (``exit_applied``): a crash in
+between replays the exit at the next start instead of losing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Iterable
@@ -22,7 +25,7 @@ from lxml import etree
 from evqueue.engine.evaluation import new_instance
 from evqueue.engine.instance import TaskRun, WorkflowInstance, job_of
 from evqueue.protocol.errors import ApiError
-from evqueue.storage.base import now
+from evqueue.storage.base import Tx, now
 
 if TYPE_CHECKING:
     from evqueue.engine.users import User
@@ -58,11 +61,17 @@ class Instances:
         self.level: int = server.config["workflowinstance.savepoint.level"]
         self.active: dict[int, WorkflowInstance] = {}
         #: terminated instances whose final savepoint is not committed yet: id → (wf id, xml)
-        self._finishing: dict[int, tuple[int, bytes]] = {}
+        self._finishing: dict[int, tuple[int, str]] = {}
+        #: terminated instances waiting for ``_save_finals``: (instance, xml, end time)
+        self._ending: list[tuple[WorkflowInstance, str, str]] = []
         self._dirty: set[WorkflowInstance] = set()
         self._save_handle: asyncio.Handle | None = None
         self._next_id = 1  # in-process sequence at levels 0/1 (ops.md §3.4)
         self._pending: set[asyncio.Task] = set()
+        #: exits applied to an instance's document that no committed savepoint holds yet (tids)
+        self._unsaved_exits: dict[WorkflowInstance, list[int]] = {}
+        #: tids of saved exits whose savepoint is being committed
+        self._committing: set[int] = set()
 
     async def load_sequence(self) -> None:
         row = await self.storage.query_one(
@@ -86,31 +95,31 @@ class Instances:
         except ApiError:
             stats.workflow_exceptions += 1
             raise
-        if self.level >= 2:
-            result = await self.storage.execute(
-                "INSERT INTO t_workflow_instance (node_name, workflow_id, workflow_schedule_id, "
-                "workflow_instance_host, workflow_instance_start, workflow_instance_status, "
-                "workflow_instance_comment, workflow_instance_savepoint) "
-                "VALUES (%s, %s, %s, %s, %s, 'EXECUTING', %s, %s)",
-                (self.server.node, workflow.id, schedule_id, host, now(), comment,
-                 etree.tostring(doc, encoding="unicode")),
-            )
-            instance_id = result.lastrowid
-            if self.config["workflowinstance.saveparameters"]:
-                for p in doc.iterfind("parameters/parameter"):
-                    self.storage.write(
-                        "INSERT INTO t_workflow_instance_parameters (workflow_instance_id, "
-                        "workflow_instance_parameter, workflow_instance_parameter_value) "
-                        "VALUES (%s, %s, %s)", (instance_id, p.get("name"), p.text or ""))
-        else:
-            instance_id = self._next_id
-            self._next_id += 1
-        doc.set("id", str(instance_id))
+        instance_id = await self._new_id(doc, workflow.id, schedule_id, host, comment)
         inst = WorkflowInstance(self, instance_id, workflow.id, doc, schedule_id=schedule_id)
         self._register(inst)
         log.info("[WID %s] Started", instance_id)
         inst.start()
         return inst
+
+    async def _new_id(self, doc: etree._Element, workflow_id: int, schedule_id: int | None,
+                      host: str, comment: str) -> int:
+        """The id of a new instance: its row's (inserted with the launch document and the
+        searchable parameters at level ≥ 2), else the in-process sequence (ops.md §3.4)."""
+        if self.level >= 2:
+            parameters = [
+                (p.get("name"), p.text or "")
+                for node in doc.iterchildren("parameters") for p in node.iterchildren("parameter")
+            ] if self.config["workflowinstance.saveparameters"] else []
+            instance_id = await self.storage.transaction(functools.partial(
+                _insert_instance, (self.server.node, workflow_id, schedule_id, host, now(),
+                                   comment, etree.tostring(doc, encoding="unicode")),
+                parameters))
+        else:
+            instance_id = self._next_id
+            self._next_id += 1
+        doc.set("id", str(instance_id))
+        return instance_id
 
     def _register(self, inst: WorkflowInstance) -> None:
         self.active[inst.id] = inst
@@ -132,6 +141,7 @@ class Instances:
     def _save_dirty(self) -> None:
         self._save_handle = None
         dirty, self._dirty = self._dirty, set()
+        saved: list[int] = []
         for inst in dirty:
             if inst.ended:
                 continue
@@ -140,6 +150,37 @@ class Instances:
                 "WHERE workflow_instance_id = %s",
                 (etree.tostring(inst.doc, encoding="unicode"), inst.id),
             )
+            saved += self._unsaved_exits.pop(inst, ())
+        if saved:
+            self._committing.update(saved)
+            self._spawn(self._ack_when_committed(saved))
+
+    def exit_applied(self, inst: WorkflowInstance, tid: int) -> None:
+        """The runner applied the exit of task ``tid`` to ``inst``'s document: the forker may
+        forget it once a savepoint holding it is committed (at once below level 2, where a
+        crash loses the running state anyway)."""
+        if self.level < 2:
+            self.server.runner.ack(tid)
+        else:
+            self._unsaved_exits.setdefault(inst, []).append(tid)
+
+    def respawning(self, inst: WorkflowInstance, tid: int) -> None:
+        """``tid`` is about to run again (a retry) before its previous exit was saved: the
+        forker must forget that exit first, or it refuses the spawn."""
+        pending = self._unsaved_exits.get(inst)
+        if pending and tid in pending:
+            pending.remove(tid)
+            self.server.runner.ack(tid)
+        elif tid in self._committing:
+            self._committing.discard(tid)
+            self.server.runner.ack(tid)
+
+    async def _ack_when_committed(self, tids: list[int]) -> None:
+        await self.storage.flush()
+        for tid in tids:
+            if tid in self._committing:  # else acked already by respawning()
+                self._committing.discard(tid)
+                self.server.runner.ack(tid)
 
     def terminated(self, inst: WorkflowInstance) -> None:
         """workflow.md §4.12: final savepoint, custom attributes, tags, then release."""
@@ -148,41 +189,69 @@ class Instances:
             inst.doc.set("end_time", end)
             inst.doc.set("errors", str(inst.errors))
         self._dirty.discard(inst)
-        xml = etree.tostring(inst.doc, encoding="unicode")
         self.active.pop(inst.id, None)
         stats = self.server.statistics
         stats.workflow_instance_executing -= 1
         if inst.errors:
             stats.workflow_instance_errors += 1
         if self.level >= 1:
-            self._finishing[inst.id] = (inst.workflow_id, xml.encode("utf-8"))
-            self._spawn(self._save_final(inst, xml, end))
+            xml = etree.tostring(inst.doc, encoding="unicode")
+            self._finishing[inst.id] = (inst.workflow_id, xml)
+            self._ending.append((inst, xml, end))
+            if len(self._ending) == 1:
+                self._spawn(self._save_finals())
         log.info("[WID %s] Terminated", inst.id)
         if not inst.done.done():
             inst.done.set_result(None)
         self.server.instance_ended(inst)
         self.events.publish("INSTANCE_TERMINATED", inst.id)
 
-    async def _save_final(self, inst: WorkflowInstance, xml: str, end: str) -> None:
-        try:
+    async def _save_finals(self) -> None:
+        """The final rows of the instances that ended since the previous call, in one
+        transaction (a failed batch is retried instance by instance). At level 2, custom
+        attributes and tags go first: whoever sees an instance ended sees them too."""
+        batch, self._ending = self._ending, []
+        rows = []
+        for inst, xml, end in batch:
             if self.level >= 2:
-                await self.storage.execute(
+                statements = await self._end_values(inst)
+                statements.append((
                     "UPDATE t_workflow_instance SET workflow_instance_status = 'TERMINATED', "
                     "workflow_instance_end = %s, workflow_instance_errors = %s, "
                     "workflow_instance_savepoint = %s WHERE workflow_instance_id = %s",
-                    (end, inst.errors, xml, inst.id),
-                )
-                await self._custom_attributes(inst)
+                    (end, inst.errors, xml, inst.id)))
             else:
-                await self._insert_row(inst, xml, "TERMINATED", end)
+                statements = [self._row(inst, xml, "TERMINATED", end)]
+            rows.append((inst, statements))
+        try:
+            await self._commit_finals(rows)
         except Exception:
-            log.exception("[WID %s] Could not save the final savepoint", inst.id)
+            if len(rows) == 1:
+                log.exception("[WID %s] Could not save the final savepoint", rows[0][0].id)
+            else:  # one bad row must not lose the others
+                for row in rows:
+                    try:
+                        await self._commit_finals([row])
+                    except Exception:
+                        log.exception("[WID %s] Could not save the final savepoint", row[0].id)
         finally:
-            self._finishing.pop(inst.id, None)
+            for inst, _ in rows:
+                self._finishing.pop(inst.id, None)
 
-    async def _insert_row(self, inst: WorkflowInstance, xml: str, status: str,
-                          end: str | None) -> None:
-        await self.storage.execute(
+    async def _commit_finals(
+        self, rows: list[tuple[WorkflowInstance, list[tuple[str, tuple[Any, ...]]]]],
+    ) -> None:
+        """One transaction; then the exits these rows hold can be forgotten by the forker."""
+        await self.storage.transaction(functools.partial(
+            _run_all, [statement for _, statements in rows for statement in statements]))
+        for inst, _ in rows:
+            for tid in self._unsaved_exits.pop(inst, ()):
+                self.server.runner.ack(tid)
+
+    def _row(self, inst: WorkflowInstance, xml: str, status: str,
+             end: str | None) -> tuple[str, tuple[Any, ...]]:
+        """The full row of an instance (levels 0 and 1 write nothing before)."""
+        return (
             "INSERT INTO t_workflow_instance (workflow_instance_id, node_name, workflow_id, "
             "workflow_schedule_id, workflow_instance_host, workflow_instance_start, "
             "workflow_instance_end, workflow_instance_status, workflow_instance_errors, "
@@ -193,23 +262,27 @@ class Instances:
              inst.errors, inst.doc.get("comment", ""), xml),
         )
 
-    async def _custom_attributes(self, inst: WorkflowInstance) -> None:
-        """workflow.md §4.15: searchable custom attributes and automatic tags."""
+    async def _end_values(self, inst: WorkflowInstance) -> list[tuple[str, tuple[Any, ...]]]:
+        """workflow.md §4.15: the rows of the searchable custom attributes and automatic
+        tags (tags missing from ``t_tag`` are created first)."""
+        root = inst.doc
+        if not any(True for _ in root.iterchildren("custom-attributes", "automatic-tags")):
+            return []
         try:
-            values, tags = inst.eval.end_values(inst.doc)
+            values, tags = inst.eval.end_values(root)
         except Exception as e:
             log.warning("[WID %s] Custom attributes/tags: %s", inst.id, e)
-            return
-        for name, value in values:
-            self.storage.write(
-                "INSERT INTO t_workflow_instance_filters (workflow_instance_id, "
-                "workflow_instance_filter, workflow_instance_filter_value) VALUES (%s, %s, %s)",
-                (inst.id, name, value[:255]))
+            return []
+        statements: list[tuple[str, tuple[Any, ...]]] = [(
+            "INSERT INTO t_workflow_instance_filters (workflow_instance_id, "
+            "workflow_instance_filter, workflow_instance_filter_value) VALUES (%s, %s, %s)",
+            (inst.id, name, value[:255])) for name, value in values]
         for label in tags:
             tag_id = await self.server.tags.ensure(label)
-            self.storage.write(
+            statements.append((
                 "INSERT INTO t_workflow_instance_tag (tag_id, workflow_instance_id) "
-                "VALUES (%s, %s)", (tag_id, inst.id))
+                "VALUES (%s, %s)", (tag_id, inst.id)))
+        return statements
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -217,7 +290,9 @@ class Instances:
         task.add_done_callback(self._pending.discard)
 
     async def suspend_all(self) -> None:
-        """Clean shutdown: save every running instance as it is (workflow.md §4.13.2)."""
+        """Clean shutdown: save every running instance as it is (workflow.md §4.13.2). Exits
+        arriving from now on stay in the forker's journal for the next start."""
+        await self.server.runner.stop()
         if self._save_handle is not None:
             self._save_handle.cancel()
             self._save_handle = None
@@ -229,7 +304,7 @@ class Instances:
                     "UPDATE t_workflow_instance SET workflow_instance_savepoint = %s "
                     "WHERE workflow_instance_id = %s", (xml, inst.id))
             else:
-                await self._insert_row(inst, xml, "EXECUTING", None)
+                await self.storage.execute(*self._row(inst, xml, "EXECUTING", None))
             log.log(25, "[WID %s] Suspended during shutdown", inst.id)
             if not inst.done.done():
                 inst.done.cancel()
@@ -237,6 +312,10 @@ class Instances:
         if self._pending:
             await asyncio.wait(list(self._pending))
         await self.storage.flush()
+        for tids in self._unsaved_exits.values():
+            for tid in tids:
+                self.server.runner.ack(tid)
+        self._unsaved_exits.clear()
 
     # -- resume at start-up (workflow.md §4.13.3) -------------------------------------------
     async def resume(self) -> None:
@@ -263,8 +342,29 @@ class Instances:
             self._register(inst)
             if doc.get("status") == "EXECUTING":
                 self.restore(inst)
-            else:  # the daemon died right after the launch: start it (tasks it had already
-                inst.start()  # spawned are recognised by their tid, see Runner.start_task)
+            else:  # the daemon died right after the launch: start it again
+                inst.start()
+                self._adopt_spawned(inst)
+        if self.level < 2:
+            await self._forget_suspended()
+
+    async def _forget_suspended(self) -> None:
+        """Levels 0/1: the rows written at shutdown are deleted once resumed, as the original
+        does (only this node's, and ids are not handed out again: ops.md §1.5, §3.4). Ids of
+        tasks the forker still knows stay reserved too: a new instance must not take them."""
+        await self.storage.execute(
+            "DELETE FROM t_workflow_instance WHERE workflow_instance_status = 'EXECUTING' "
+            "AND node_name = %s", (self.server.node,))
+        self._next_id = max(self._next_id, self.server.runner.max_instance_id() + 1)
+
+    def _adopt_spawned(self, inst: WorkflowInstance) -> None:
+        """Tasks the previous run had spawned although the savepoint still shows them queued
+        are running (or ran): take them out of their queue and attach to them, so that their
+        exit (maybe replayed already) is collected and nothing runs twice."""
+        runner = self.server.runner
+        for run in list(inst.runs):
+            if run.task.get("status") == "QUEUED" and runner.knows_task(run):
+                runner.adopt_queued(run)
 
     def restore(
         self, inst: WorkflowInstance, *, adopt: bool = True,
@@ -274,6 +374,11 @@ class Instances:
         pending — even if the savepoint still says QUEUED) are re-registered, other queued
         ones are queued again, lost executing ones fail, failed ones go through the retry
         decision again."""
+        if not adopt and inst.doc.get("status") is None:
+            # a migrated instance saved at launch only (its node died before the first
+            # progress savepoint): nothing of it ran here, so run it all
+            inst.start()
+            return
         runner = self.server.runner
         doc = inst.doc
         for node in doc.iter("job", "task", "workflow"):
@@ -289,7 +394,7 @@ class Instances:
         for task in list(doc.iter("task")):
             status = task.get("status")
             tid = runner.tid_of(inst.id, task) if task.get("evqid") else 0
-            if adopt and tid and status == "EXECUTING" and runner.knows(tid):
+            if adopt and tid and status in ("EXECUTING", "QUEUED") and runner.knows(tid):
                 runner.adopt(inst, task, tid)
             elif status == "QUEUED":
                 inst.enqueue(TaskRun(inst, task))
@@ -418,19 +523,14 @@ class Instances:
         for attr in ("end_time", "errors"):
             doc.attrib.pop(attr, None)
         doc.set("status", "EXECUTING")
-        result = await self.storage.execute(
-            "INSERT INTO t_workflow_instance (node_name, workflow_id, workflow_schedule_id, "
-            "workflow_instance_host, workflow_instance_start, workflow_instance_status, "
-            "workflow_instance_comment) VALUES (%s, %s, 0, %s, %s, 'EXECUTING', %s)",
-            (self.server.node, workflow_id, host or "", now(), comment or ""))
-        doc.set("id", str(result.lastrowid))
         for task in doc.iter("task"):
             if task.get("status") == "TERMINATED" and task.get("retval") not in ("0", None):
                 for attr in ("retry_schedule_level", "retry_times", "retry_at", "progression",
                              "error", "retval", "execution_time", "status"):
                     task.attrib.pop(attr, None)
                 task.set("status", "QUEUED")
-        inst = WorkflowInstance(self, result.lastrowid, workflow_id, doc, schedule_id=0)
+        new_id = await self._new_id(doc, workflow_id, 0, host or "", comment or "")
+        inst = WorkflowInstance(self, new_id, workflow_id, doc, schedule_id=0)
         self._register(inst)
         self.restore(inst, adopt=False)
         self.savepoint_progress(inst)
@@ -439,16 +539,23 @@ class Instances:
     async def migrate(self, instance_id: int) -> None:
         """Adopt an instance left EXECUTING by another (dead) node (ops.md §1.5)."""
         row = await self.storage.query_one(
-            "SELECT workflow_id, workflow_schedule_id, workflow_instance_savepoint "
+            "SELECT workflow_id, workflow_schedule_id, workflow_instance_savepoint, node_name "
             "FROM t_workflow_instance WHERE workflow_instance_id = %s AND "
             "workflow_instance_status = 'EXECUTING' AND node_name <> %s",
             (instance_id, self.server.node))
         if row is None or not row[2]:
             raise ApiError(None, "Workflow ID not found or already belongs to this node")
-        workflow_id, schedule_id, savepoint = row
-        await self.storage.execute(
-            "UPDATE t_workflow_instance SET node_name = %s WHERE workflow_instance_id = %s",
-            (self.server.node, instance_id))
+        workflow_id, schedule_id, savepoint, owner = row
+        if await self.server.cluster.node_alive(owner):
+            raise ApiError(None, f"Workflow instance {instance_id} runs on node {owner}, "
+                                 "which is alive")
+        # only from the owner read above: of two nodes migrating it at once, one adopts it
+        adopted = await self.storage.execute(
+            "UPDATE t_workflow_instance SET node_name = %s WHERE workflow_instance_id = %s "
+            "AND node_name = %s AND workflow_instance_status = 'EXECUTING'",
+            (self.server.node, instance_id, owner))
+        if adopted.rowcount != 1:
+            raise ApiError(None, "Workflow ID not found or already belongs to this node")
         inst = WorkflowInstance(self, instance_id, workflow_id, parse_document(savepoint),
                                 schedule_id=schedule_id)
         self._register(inst)
@@ -540,7 +647,7 @@ class Instances:
         exprs = [f"SUBSTR(wi.workflow_instance_start, {_SLICES[p][0]}, {_SLICES[p][1]})"
                  for p in parts]
         cols = ", ".join(["w.workflow_name", "wi.node_name", *exprs])
-        order = ", ".join(f"{e} DESC" for e in exprs) or "w.workflow_name"
+        order = ", ".join([*(f"{e} DESC" for e in exprs), "w.workflow_name", "wi.node_name"])
         rows = await self.storage.query(
             f"SELECT {cols}, COUNT(*) {base} GROUP BY {cols} ORDER BY {order}", args)
         items = []
@@ -551,6 +658,25 @@ class Instances:
             attrs["count"] = str(row[-1])
             items.append((attrs, None))
         return len(rows), items
+
+
+def _insert_instance(row: tuple[Any, ...], parameters: list[tuple[str, str]], t: Tx) -> int:
+    """The launch row and the searchable parameters, committed together; returns the id."""
+    instance_id = t.execute(
+        "INSERT INTO t_workflow_instance (node_name, workflow_id, workflow_schedule_id, "
+        "workflow_instance_host, workflow_instance_start, workflow_instance_status, "
+        "workflow_instance_comment, workflow_instance_savepoint) "
+        "VALUES (%s, %s, %s, %s, %s, 'EXECUTING', %s, %s)", row).lastrowid
+    for name, value in parameters:
+        t.execute("INSERT INTO t_workflow_instance_parameters (workflow_instance_id, "
+                  "workflow_instance_parameter, workflow_instance_parameter_value) "
+                  "VALUES (%s, %s, %s)", (instance_id, name, value))
+    return instance_id
+
+
+def _run_all(statements: list[tuple[str, tuple[Any, ...]]], t: Tx) -> None:
+    for sql, args in statements:
+        t.execute(sql, args)
 
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$")

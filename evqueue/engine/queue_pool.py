@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from evqueue.engine.events import EventBus
 from evqueue.storage.base import Storage
 
 QueueItem = Any  # the engine's queued-task handle; opaque to the pool
@@ -84,8 +85,9 @@ class UnknownQueue(Exception):
 class QueuePool:
     """All live queues of this node, their definitions and the dispatcher."""
 
-    def __init__(self, storage: Storage, default_scheduler: str) -> None:
+    def __init__(self, storage: Storage, default_scheduler: str, events: EventBus) -> None:
         self._storage = storage
+        self._events = events
         self._default_scheduler = default_scheduler
         self.queues: dict[str, Queue] = {}
         self._seq = itertools.count()
@@ -150,6 +152,7 @@ class QueuePool:
 
     def enqueue(self, queue: Queue, item: QueueItem, instance_id: int) -> None:
         queue.push(item, instance_id, next(self._seq))
+        self._events.publish("QUEUE_ENQUEUE")
         self.dispatch()
 
     def enqueue_urgent(self, queue: Queue, items: list[QueueItem]) -> None:
@@ -163,12 +166,15 @@ class QueuePool:
     def release(self, queue: Queue) -> None:
         """A task of ``queue`` stopped: free its slot, drop empty leftovers, start the next."""
         queue.running -= 1
+        self._events.publish("QUEUE_TERMINATE")
         if queue.idle and (queue.deleted or queue.parent):
             self.queues.pop(queue.name, None)
         self.dispatch()
 
     def dispatch(self) -> None:
-        """Start every task that can start now, queues in name order (re-entrancy safe)."""
+        """Start every task that can start now: the first dispatchable queue in name order
+        gives one task, then the scan starts over (§5.2). Re-entrant calls (a start that
+        fails frees its slot) are absorbed by the running pass."""
         if self._dispatching:
             return
         self._dispatching = True
@@ -181,6 +187,7 @@ class QueuePool:
                     if q is not None and q.can_dispatch():
                         item = q.pop()
                         q.running += 1
+                        self._events.publish("QUEUE_DEQUEUE")
                         self.start_task(q, item)
                         progress = True
                         break

@@ -3,7 +3,9 @@
 The runner turns a task node into an invocation (argv, environment, stdin, working directory),
 hands it to the forker through the spawner, and turns the exit record into the task's outputs:
 files are read off the loop, truncated past ``datastore.db.maxsize``, sanitised, and moved to
-``t_datastore`` above ``datastore.dom.maxsize``.
+``t_datastore`` above ``datastore.dom.maxsize``. The forker forgets an exit, and its capture
+files are deleted, only once the instance savepoint holding it is committed
+(``Instances.exit_applied``): after a crash the exit is replayed and read again.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shlex
+import re
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
@@ -19,6 +21,8 @@ from lxml import etree
 from evqueue.engine.evaluation import Stored, task_inputs
 from evqueue.engine.instance import Output, TaskRun, WorkflowInstance
 from evqueue.engine.queue_pool import Queue, UnknownQueue
+from evqueue.engine.wordexp import WordExpError, wordexp
+from evqueue.process.outputs import KINDS, output_path
 from evqueue.process.spawner import KILLTASK_NOTE, ExitRecord, Spawner, TaskSpec
 from evqueue.storage.base import now
 
@@ -29,7 +33,8 @@ log = logging.getLogger(__name__)
 
 #: low bits of a tid hold the task's evqid, high bits the instance id (see Runner.tid_of)
 _EVQID_BITS = 20
-
+#: a path made of these characters only is one word that word expansion leaves as it is
+_PLAIN = re.compile(r"[\w./+,:=@%-]+\Z")
 
 
 class InvocationError(Exception):
@@ -49,20 +54,16 @@ def _flag(task: etree._Element, name: str) -> bool:
 
 
 def expand_words(path: str) -> list[str]:
-    """Shell-like word expansion of a task path: quotes, ``$VAR``, ``~`` (the original used
-    ``wordexp``; command substitution is deliberately not performed)."""
+    """Word expansion of a task path, as wordexp(3) without command substitution."""
+    if _PLAIN.match(path):  # the common case: nothing to expand
+        return [path]
     try:
-        words = shlex.split(path)
-    except ValueError:
+        words = wordexp(path)
+    except WordExpError:
         raise InvocationError("Error expanding task command line") from None
-    out = []
-    for w in words:
-        w = os.path.expanduser(os.path.expandvars(w))
-        if w:
-            out.append(w)
-    if not out:
+    if not words or not words[0]:
         raise InvocationError("Error expanding task command line")
-    return out
+    return words
 
 
 class Runner:
@@ -74,20 +75,25 @@ class Runner:
         self.tasks_dir: str = cfg["processmanager.tasks.directory"]
         self.scripts_dir: str = cfg["processmanager.scripts.directory"]
         self.delete_scripts: bool = cfg["processmanager.scripts.delete"]
+        self.logs_dir: str = cfg["processmanager.logs.directory"]
+        self.delete_logs: bool = cfg["processmanager.logs.delete"]
         self.db_max: int = cfg["datastore.db.maxsize"]
         self.dom_max: int = cfg["datastore.dom.maxsize"]
         self.spawner: Spawner | None = None
         self.running: dict[int, TaskRun] = {}
         #: exits replayed by the forker before the instances were resumed
         self._early: dict[int, ExitRecord] | None = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._spawning: set[asyncio.Task] = set()
+        self._collecting: set[asyncio.Task] = set()
+        #: set at shutdown: exits are left to the forker's journal for the next start
+        self.stopping = False
 
     # -- start ---------------------------------------------------------------------------
     def start_task(self, queue: Queue, run: TaskRun) -> None:
         """QueuePool callback: ``run`` got a slot in ``queue``."""
         inst = run.instance
         reason = inst.dequeued(run)
-        if reason is None and self._already_spawned(run):
+        if reason is None and self.knows_task(run):
             self._attach(run, queue)
             inst.started(run)
             return
@@ -102,7 +108,8 @@ class Runner:
             return
         run.tid = spec.tid
         self.running[spec.tid] = run
-        self._background(self._spawn(queue, run, spec))
+        self.server.instances.respawning(inst, spec.tid)
+        _background(self._spawning, self._spawn(queue, run, spec))
 
     async def _spawn(self, queue: Queue, run: TaskRun, spec: TaskSpec) -> None:
         assert self.spawner is not None
@@ -117,7 +124,7 @@ class Runner:
         if run.task.get("status") == "QUEUED":
             run.instance.started(run)
 
-    def _already_spawned(self, run: TaskRun) -> bool:
+    def knows_task(self, run: TaskRun) -> bool:
         """A task the previous daemon run spawned before its savepoint could say so (crash):
         the forker knows its tid, so it is attached to instead of being run a second time."""
         try:
@@ -147,9 +154,12 @@ class Runner:
         type_ = task.get("type", "BINARY")
         if type_ not in ("BINARY", "SCRIPT"):
             raise InvocationError(f"Unkown type {type_}")
-        _flag(task, "use-agent")
+        agent = _flag(task, "use-agent")
         merge = _flag(task, "merge-stderr")
-        if task.get("host"):
+        remote = task.get("host") or run.instance.doc.get("host")  # §4.10: task, else launch
+        if remote and type_ == "SCRIPT" and not agent:
+            raise InvocationError("Script tasks cannot be remote without using evQueue agent")
+        if remote:
             raise InvocationError("Remote execution (host) is not supported by this node")
         tid = self.tid_of(run.instance.id, task)
         inputs = task_inputs(task)
@@ -175,21 +185,24 @@ class Runner:
     # -- exit ----------------------------------------------------------------------------
     def on_exit(self, record: ExitRecord) -> None:
         """Spawner callback: a task process ended (or its exit was replayed)."""
+        if self.stopping:
+            return
         run = self.running.get(record.tid)
         if run is None and self._early is not None:
             self._early[record.tid] = record
             return
         if run is None:
             log.warning("Exit of unknown task %s dropped", record.tid)
-            self.spawner.ack(record.tid)
+            self.ack(record.tid)
             return
-        self._background(self._collect(run, record))
+        _background(self._collecting, self._collect(run, record))
 
     async def _collect(self, run: TaskRun, record: ExitRecord) -> None:
         assert self.spawner is not None
         retval = record.retval
         try:
-            out = await self.spawner.read_outputs(record.tid, self.db_max)
+            # the files stay until the exit is saved: a crash before that reads them again
+            out = await self.spawner.read_outputs(record.tid, self.db_max, delete=False)
             stdout_b, stderr, logtext = out.stdout, out.stderr, out.log
         except OSError as e:
             stdout_b, stderr, logtext = None, str(e).encode(), b""
@@ -203,15 +216,36 @@ class Runner:
             _unlink(os.path.join(self.scripts_dir, f"{record.tid}.script"))
         inst = run.instance
         xml_stdout = retval == 0 and run.task.get("output-method") == "XML"
-        texts = [stdout if xml_stdout else await self._store(inst, stdout),
-                 await self._store(inst, stderr.decode("utf-8", "replace")),
-                 await self._store(inst, logtext.decode("utf-8", "replace"))]
+        texts: list[Output] = []
+        for i, text in enumerate((stdout, stderr.decode("utf-8", "replace"),
+                                  logtext.decode("utf-8", "replace"))):
+            big = len(text) >= self.dom_max and not (i == 0 and xml_stdout)
+            texts.append(await self._store(inst, text) if big else text)
         self.running.pop(record.tid, None)
-        if not inst.ended:
+        if inst.ended:
+            self.ack(record.tid)
+        else:
             inst.stopped(run, retval, *texts)
+            self.server.instances.exit_applied(inst, record.tid)
         if run.queue is not None:
             self.server.queues.release(run.queue)
-        self.spawner.ack(record.tid)
+
+    def ack(self, tid: int) -> None:
+        """The exit of ``tid`` is saved (or needs no saving): the forker may forget it, and
+        its capture files can go."""
+        assert self.spawner is not None
+        pending = self.spawner.knows(tid)
+        self.spawner.ack(tid)
+        if self.delete_logs and pending and not self.spawner.knows(tid):  # not running again
+            for kind in KINDS:
+                _unlink(output_path(self.logs_dir, tid, kind))
+
+    async def stop(self) -> None:
+        """Shutdown: finish collecting the exits in progress; later ones are left to the
+        forker, which replays them to the next start."""
+        self.stopping = True
+        if self._collecting:
+            await asyncio.wait(list(self._collecting))
 
     def on_progress(self, tid: int, percent: int) -> None:
         """Spawner callback: a ``%N`` line on the task's fd 3."""
@@ -219,10 +253,8 @@ class Runner:
         if run is not None and not run.instance.ended:
             run.instance.progress(run, percent)
 
-    async def _store(self, inst: WorkflowInstance, text: str) -> Output:
-        """Keep small outputs inline; move large ones to ``t_datastore`` (§4.16)."""
-        if len(text) < self.dom_max:
-            return text
+    async def _store(self, inst: WorkflowInstance, text: str) -> Stored:
+        """Move a large output to ``t_datastore`` (§4.16)."""
         try:
             result = await self.server.storage.execute(
                 "INSERT INTO t_datastore (workflow_instance_id, datastore_value) "
@@ -240,6 +272,13 @@ class Runner:
     def early_exit(self, tid: int) -> bool:
         return self._early is not None and tid in self._early
 
+    def max_instance_id(self) -> int:
+        """The highest instance id among the tasks the forker knows (levels 0/1 must not
+        hand it out again)."""
+        assert self.spawner is not None
+        tids = [*self.spawner.running(), *(self._early or ())]
+        return max(tids, default=0) >> _EVQID_BITS
+
     def resumed(self) -> None:
         """Instances are rebuilt: collect the exits replayed meanwhile, ack unknown ones."""
         early, self._early = self._early or {}, None
@@ -247,7 +286,8 @@ class Runner:
             self.on_exit(record)
 
     def adopt(self, inst: WorkflowInstance, task: etree._Element, tid: int) -> None:
-        """A task saved EXECUTING that the forker still knows: wait for its exit."""
+        """A task saved EXECUTING (or QUEUED, the savepoint not having seen it start) that the
+        forker still knows: wait for its exit."""
         run = TaskRun(inst, task)
         host = task.get("queue_host") or task.get("host")
         try:
@@ -261,10 +301,22 @@ class Runner:
         inst.running += 1
         inst.runs.add(run)
         self._attach(run, queue)
+        task.set("status", "EXECUTING")
         if task.get("execution_time") is None:
             task.set("execution_time", now())
         task.set("tid", str(run.tid))
         task.set("pid", str(run.pid))
+
+    def adopt_queued(self, run: TaskRun) -> None:
+        """A task waiting in its queue that the forker already runs (see ``knows_task``):
+        started now, even past the queue's limit, since its process exists."""
+        queue = run.queue
+        assert queue is not None
+        queue.remove_where(lambda item: item is run)
+        run.instance.dequeued(run)
+        self.server.queues.adopt_running(queue)
+        self._attach(run, queue)
+        run.instance.started(run)
 
     def _attach(self, run: TaskRun, queue: Queue | None) -> None:
         """Register ``run`` as the task the forker runs (or ran) under its tid."""
@@ -288,10 +340,12 @@ class Runner:
         assert self.spawner is not None
         await self.spawner.kill(run.tid, note=KILLTASK_NOTE)
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+
+def _background(tasks: set[asyncio.Task], coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 def _unlink(path: str) -> None:
