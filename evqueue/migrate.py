@@ -10,45 +10,75 @@ with the daemon stopped.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from collections.abc import Sequence
 
 import click
 
 from evqueue.config import Config, ConfigError
 from evqueue.storage import schema
-from evqueue.storage.base import Storage, Tx
+from evqueue.storage.base import Storage, StorageError, Tx
 from evqueue.storage.mysql import MySQLStorage
 from evqueue.storage.sqlite import SQLiteStorage
 
 _SEEDED = {"t_queue": 1, "t_user": 1}
-_BATCH = 1000
+#: Rows read from SQLite at a time, and bytes of values per multi-row INSERT (MariaDB's
+#: default ``max_allowed_packet`` is 16 MiB): memory stays bounded whatever the state's size.
+_FETCH = 200
+_PACKET = 4 << 20
 
 
-async def migrate(source: Storage, target: Storage) -> dict[str, int]:
+def _size(row: Sequence[object]) -> int:
+    return sum(len(v) if isinstance(v, str | bytes) else 8 for v in row)
+
+
+async def migrate(source: SQLiteStorage, target: Storage) -> dict[str, int]:
     """Copy every table from ``source`` to ``target`` (both open); returns rows per table."""
-    copied = {}
     for table in schema.TABLES:
         count = (await target.query_one(f"SELECT COUNT(*) FROM {table.name}"))[0]
         if count > _SEEDED.get(table.name, 0):
             raise click.ClickException(
                 f"the target table {table.name} already holds data: migrate into a new "
                 "database")
-    for table in schema.TABLES:
-        names = [c.name for c in table.columns]
-        rows = await source.query(f"SELECT {', '.join(names)} FROM {table.name}")
-        insert = (f"INSERT INTO {table.name} ({', '.join(names)}) "
-                  f"VALUES ({', '.join(['%s'] * len(names))})")
+    return {table.name: await _copy(source, target, table) for table in schema.TABLES}
 
-        def copy(tx: Tx, name: str = table.name, rows: list = rows, insert: str = insert,
-                 ) -> None:
-            if name in _SEEDED and rows:
-                tx.execute(f"DELETE FROM {name}")
-            for start in range(0, len(rows), _BATCH):
-                for row in rows[start:start + _BATCH]:
-                    tx.execute(insert, row)
 
-        await target.transaction(copy)
-        copied[table.name] = len(rows)
+async def _copy(source: SQLiteStorage, target: Storage, table: schema.Table) -> int:
+    """Copy one table in chunks of :data:`_FETCH` rows (SQLite rowid order), one transaction
+    per chunk; the seed rows of a fresh target give way to the copied ones."""
+    columns = ", ".join(c.name for c in table.columns)
+    marks = "(" + ", ".join(["%s"] * len(table.columns)) + ")"
+    copied = 0
+    last = -(1 << 63)
+    while rows := await source.query(
+            f"SELECT rowid, {columns} FROM {table.name} WHERE rowid > %s ORDER BY rowid "
+            f"LIMIT {_FETCH}", (last,)):
+        last = rows[-1][0]
+        statements: list[list[tuple]] = [[]]
+        size = 0
+        for _, *values in rows:
+            if statements[-1] and size + _size(values) > _PACKET:
+                statements.append([])
+                size = 0
+            statements[-1].append(tuple(values))
+            size += _size(values)
+
+        def insert(tx: Tx, statements: list[list[tuple]] = statements,
+                   clear: bool = copied == 0 and table.name in _SEEDED) -> None:
+            if clear:
+                tx.execute(f"DELETE FROM {table.name}")
+            for chunk in statements:
+                tx.execute(f"INSERT INTO {table.name} ({columns}) VALUES "
+                           + ", ".join([marks] * len(chunk)), [v for r in chunk for v in r])
+
+        try:
+            await target.transaction(insert)
+        except StorageError as e:
+            raise click.ClickException(
+                f"copying {table.name}: {e} (drop the target database before trying again)"
+            ) from None
+        copied += len(rows)
     return copied
 
 
@@ -68,8 +98,12 @@ def command(source: str, target: str, config_path: str) -> None:
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
 
+    path = source[len("sqlite:"):]
+    if not os.path.isfile(path):
+        raise click.BadParameter(f"no SQLite database at {path}", param_hint="--from")
+
     async def run() -> dict[str, int]:
-        src = SQLiteStorage(source[len("sqlite:"):])
+        src = SQLiteStorage(path)
         dst = MySQLStorage(cfg["mysql.host"], cfg["mysql.user"], cfg["mysql.password"],
                            cfg["mysql.database"], cfg["mysql.port"])
         await src.open()

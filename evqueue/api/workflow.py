@@ -21,7 +21,7 @@ async def reload_modules(call: Call, *modules: str) -> None:
     """Reload what a definition change touched, here and on the other nodes of the cluster."""
     for module in modules:
         await call.server.reload(module)
-        call.server.cluster.notify_reload(module)
+    await call.server.cluster.reload_everywhere(modules)
 
 
 def _attributes(w: Workflow) -> dict[str, str]:

@@ -1,15 +1,19 @@
-"""Reload broadcasts to the other nodes of a cluster (protocol.md §5.2, ops.md §4).
+"""What the nodes of a cluster sharing one database do together (protocol.md §5, ops.md §4).
 
-After a definition change this node tells every node of ``cluster.nodes`` to reload that
-module, over the ordinary client protocol with ``notify='no'`` (no loops), authenticated as
-``cluster.notify.user``. A node whose greeting carries our own name is skipped. Unreachable
-nodes are logged and skipped: they reload everything from the database when they start.
+* Reload broadcasts: after a definition change this node tells every node of
+  ``cluster.nodes`` to reload that module, over the ordinary client protocol with
+  ``notify='no'`` (no loops), authenticated as ``cluster.notify.user``. A node whose greeting
+  carries our own name is skipped. Unreachable nodes are logged and skipped: they reload
+  everything from the database when they start.
+* One-node-only actions (an ``any`` schedule occurrence, a garbage collection) are won through
+  the database (:meth:`Cluster.claim`), not by an election among peers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from evqueue.client import AsyncClient
@@ -19,6 +23,12 @@ if TYPE_CHECKING:
     from evqueue.server import Server
 
 log = logging.getLogger(__name__)
+
+#: How long the answer to a definition change waits for the other nodes to reload it. A live
+#: node takes milliseconds; one that takes longer (its host is down, a TCP connection hangs)
+#: is finished with in the background instead of delaying the answer up to
+#: ``cluster.cnx.timeout``.
+SYNC_TIMEOUT = 2.0
 
 
 class Cluster:
@@ -36,22 +46,34 @@ class Cluster:
     def notify_reload(self, module: str) -> None:
         self.notify(f"<control action='reload' module='{module}' notify='no' />")
 
-    def notify(self, query: str) -> None:
-        """Send ``query`` to every other node, in the background."""
+    def notify(self, *queries: str) -> list[asyncio.Task]:
+        """Send ``queries`` to every other node (one connection each), in the background;
+        returns the tasks, for callers that wait for them."""
         if not self.enabled:
-            return
-        for url in self.nodes:
-            task = asyncio.ensure_future(self._send(url, query))
+            return []
+        tasks = [asyncio.ensure_future(self._send(url, queries)) for url in self.nodes]
+        for task in tasks:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        return tasks
 
-    async def _send(self, url: str, query: str) -> None:
+    async def reload_everywhere(self, modules: Iterable[str]) -> None:
+        """Tell the other nodes to reload ``modules`` and wait until they did (at most
+        :data:`SYNC_TIMEOUT`): a client that got the answer to a definition change can use
+        the new definition on any live node at once."""
+        tasks = self.notify(*(f"<control action='reload' module='{m}' notify='no' />"
+                              for m in modules))
+        if tasks:
+            await asyncio.wait(tasks, timeout=SYNC_TIMEOUT)
+
+    async def _send(self, url: str, queries: Iterable[str]) -> None:
         client = AsyncClient(url, self.user or None, self.password or None,
                              timeout=self.timeout)
         try:
             if (await client.connect()).node == self.node:
                 return
-            await client.query(query)
+            for query in queries:
+                await client.query(query)
         except Exception as e:
             log.warning("Cluster: could not notify %s: %s", url, e)
         finally:
@@ -60,7 +82,9 @@ class Cluster:
     async def claim(self, name: str) -> bool:
         """Win a one-node-only action (an ``any`` schedule occurrence) through the database:
         the first node to insert the claim row wins; the unique key refuses the others. No
-        peer pinging, so it stays correct on Galera and when a node dies."""
+        peer pinging and no ``GET_LOCK``, so it stays correct on Galera (which refuses the
+        losers at commit with a deadlock error; the storage retries, and the retry meets the
+        winner's row) and when a node dies (it just stops winning)."""
         try:
             await self.storage.execute(
                 "INSERT INTO t_evqueue_claim (claim_name, node_name, claim_time) "
@@ -68,6 +92,22 @@ class Cluster:
         except DuplicateEntry:
             return False
         return True
+
+    async def node_alive(self, name: str) -> bool:
+        """Whether node ``name`` answers on one of ``cluster.nodes``. ``instance migrate``
+        asks it: an instance taken from a live node would run twice."""
+
+        async def greets(url: str) -> bool:
+            client = AsyncClient(url, self.user or None, self.password or None,
+                                 timeout=self.timeout)
+            try:
+                return (await client.connect()).node == name
+            except Exception:
+                return False
+            finally:
+                await client.close()
+
+        return any(await asyncio.gather(*(greets(url) for url in self.nodes)))
 
     async def close(self) -> None:
         if self._tasks:

@@ -334,13 +334,16 @@ class ThreadedStorage(Storage):
         cur = conn.cursor()
         try:
             self._begin(conn)
-            outcomes = [self._run_item(conn, cur, item) for item in batch]
+            # a transaction alone in its batch needs no savepoint: a failure rolls the batch
+            # back (two round trips less per launch on MySQL)
+            alone = sum(item.kind in (_STMT, _TX) for item in batch) == 1
+            outcomes = [self._run_item(conn, cur, item, alone) for item in batch]
             conn.commit()
             return outcomes
         finally:
             _close_quietly(cur)
 
-    def _run_item(self, conn: Any, cur: Any, item: _Item) -> Any:
+    def _run_item(self, conn: Any, cur: Any, item: _Item, alone: bool) -> Any:
         if item.kind == _STMT:
             try:
                 self._execute(cur, item.sql, item.params)
@@ -349,19 +352,24 @@ class ThreadedStorage(Storage):
             return self._result(cur, item.sql)
         if item.kind == _TX:
             assert item.fn is not None
-            self._execute(cur, "SAVEPOINT evq_tx", ())
+            if not alone:
+                self._execute(cur, "SAVEPOINT evq_tx", ())
             tx = _WriterTx(self, conn, cur)
             try:
                 value = item.fn(tx)
             except Exception as exc:
                 if tx.lost or isinstance(exc, ConnectionLost):
                     raise ConnectionLost(str(exc)) from exc
-                self._execute(cur, "ROLLBACK TO SAVEPOINT evq_tx", ())
-                self._execute(cur, "RELEASE SAVEPOINT evq_tx", ())
+                if alone:
+                    conn.rollback()
+                else:
+                    self._execute(cur, "ROLLBACK TO SAVEPOINT evq_tx", ())
+                    self._execute(cur, "RELEASE SAVEPOINT evq_tx", ())
                 return exc
             if tx.lost:
                 raise ConnectionLost("connection lost inside a transaction")
-            self._execute(cur, "RELEASE SAVEPOINT evq_tx", ())
+            if not alone:
+                self._execute(cur, "RELEASE SAVEPOINT evq_tx", ())
             return value
         return None
 

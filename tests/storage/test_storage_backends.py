@@ -203,6 +203,26 @@ async def test_transaction_commits_or_rolls_back(storage):
             ] == ["default", "t1", "t2", "t5"]
 
 
+async def test_a_failing_transaction_does_not_spoil_its_batch(storage):
+    """Batched with other writes, a failing transaction is undone alone (savepoint); alone in
+    its batch (the test above) it rolls the batch back."""
+    def fails(tx):
+        tx.execute(ADD_QUEUE, ("x2", 1))
+        raise ValueError("no")
+
+    blocker = asyncio.ensure_future(storage.transaction(lambda tx: time.sleep(0.3)))
+    await asyncio.sleep(0.1)  # the writer is busy: the three below queue up as one batch
+    before = storage.commit_count
+    results = await asyncio.gather(
+        storage.execute(ADD_QUEUE, ("x1", 1)), storage.transaction(fails),
+        storage.execute(ADD_QUEUE, ("x3", 1)), return_exceptions=True)
+    await blocker
+    assert isinstance(results[1], ValueError)
+    assert storage.commit_count - before <= 2  # the blocker's batch, then theirs (or one)
+    assert [r[0] for r in await storage.query("SELECT queue_name FROM t_queue ORDER BY queue_id")
+            ] == ["default", "x1", "x3"]
+
+
 async def test_a_failing_write_does_not_spoil_its_batch(storage, caplog):
     storage.write(ADD_QUEUE, ("w1", 1))
     storage.write(ADD_QUEUE, ("default", 1))
