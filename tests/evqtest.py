@@ -143,3 +143,15 @@ def wait_terminated(client: Client, instance_id: int, timeout: float = 30) -> et
         if time.monotonic() > deadline:
             raise AssertionError(f"instance {instance_id} still {doc.get('status')}")
         time.sleep(0.05)
+
+
+def wait_retrying(client: Client, instance_id: int, timeout: float = 5) -> etree._Element:
+    """Poll until the instance's first task waits for a retry (has ``retry_at``); returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        task = client.query(f'<instance action="query" id="{instance_id}" />').find(".//task")
+        if task.get("retry_at"):
+            return task
+        if time.monotonic() > deadline:
+            raise AssertionError(f"instance {instance_id}: task not waiting for a retry")
+        time.sleep(0.02)

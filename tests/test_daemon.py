@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from evqtest import create_workflow, free_ports, one_task, wait_terminated
+from evqtest import create_workflow, free_ports, one_task, wait_retrying, wait_terminated
 
 from evqueue.client import Client
 
@@ -132,12 +132,7 @@ def test_sigusr1_retries_now(daemon):
                                              'retry_times="1"'))
         iid = int(c.query('<instance action="launch" name="retry" />')
                   .get("workflow-instance-id"))
-        for _ in range(100):
-            task = c.query(f'<instance action="query" id="{iid}" />').find(".//task")
-            if task.get("retry_at"):
-                break
-            time.sleep(0.05)
-        assert task.get("retry_at")
+        wait_retrying(c, iid)
         daemon.proc.send_signal(signal.SIGUSR1)
         doc = wait_terminated(c, iid, timeout=10)
     task = doc.find(".//task")

@@ -8,7 +8,7 @@ import sqlite3
 import time
 
 import pytest
-from evqtest import create_workflow, one_task, wait_terminated
+from evqtest import create_workflow, one_task, wait_retrying, wait_terminated
 from lxml import etree
 
 from evqueue.client import EvqError
@@ -276,12 +276,7 @@ def test_control_retry_runs_pending_retries_now(env):
                                              'retry_times="1"'))
     iid = int(admin.query('<instance action="launch" name="retry" />')
               .get("workflow-instance-id"))
-    for _ in range(200):
-        task = admin.query(f'<instance action="query" id="{iid}" />').find(".//task")
-        if task.get("retry_at"):
-            break
-        time.sleep(0.02)
-    assert task.get("retry_at")
+    wait_retrying(admin, iid)
     admin.query('<control action="retry" />')
     doc = wait_terminated(admin, iid, timeout=10)
     assert len(doc.find(".//task").findall("output")) == 2

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 
-from evqtest import create_workflow, wait_terminated
+from evqtest import create_workflow, wait_retrying, wait_terminated
 
 from evqueue.client import Client, EvqError
 
@@ -175,12 +175,7 @@ def test_sigterm_with_running_queued_and_retrying_tasks(make_daemon):
         queued = [_launch(c, n, "q") for n in range(3)]
         retrying = int(c.query('<instance action="launch" name="r" />')
                        .get("workflow-instance-id"))
-        for _ in range(100):
-            task = c.query(f'<instance action="query" id="{retrying}" />').find(".//task")
-            if task.get("retry_at"):
-                break
-            time.sleep(0.05)
-        assert task.get("retry_times") == "2"
+        assert wait_retrying(c, retrying).get("retry_times") == "2"
         statuses = [c.query(f'<instance action="query" id="{i}" />').find(".//task")
                     .get("status") for i in queued]
         assert statuses == ["EXECUTING", "QUEUED", "QUEUED"]
