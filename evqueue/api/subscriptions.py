@@ -7,7 +7,7 @@ these ids) out of :meth:`EventsSession.next_push`.
 
 Throttling (``ws.events.throttling``) works per (api_cmd, external_id) of a connection: after a
 push, further occurrences are merged into one follow-up push carrying the accumulated object ids,
-sent once the push is acknowledged (as in the original) and no sooner than :data:`WINDOW` after
+sent once the push is acknowledged (as in the original) and no sooner than :data:`WINDOW` (see docs/deviations.md) after
 it. A client that acknowledges at once thus gets at most one push per window and subscription,
 and an occurrence after a quiet period is pushed at once.
 
@@ -40,7 +40,7 @@ from evqueue.protocol.errors import ApiError
 __all__ = ["MAX_BACKLOG", "MAX_LAG", "WINDOW", "EventLog", "EventsSession", "Push",
            "Subscription", "push_attributes"]
 
-WINDOW = 0.5
+WINDOW = 0.25
 """Seconds between two throttled pushes of one subscription."""
 
 MAX_BACKLOG = 10000
