@@ -7,9 +7,9 @@ these ids) out of :meth:`EventsSession.next_push`.
 
 Throttling (``ws.events.throttling``) works per (api_cmd, external_id) of a connection: after a
 push, further occurrences are merged into one follow-up push carrying the accumulated object ids,
-sent once the push is acknowledged (as in the original) and no sooner than :data:`WINDOW` (see docs/deviations.md) after
-it. A client that acknowledges at once thus gets at most one push per window and subscription,
-and an occurrence after a quiet period is pushed at once.
+sent once the push is acknowledged (as in the original) and no sooner than :data:`WINDOW` after
+it (docs/deviations.md). A client that acknowledges at once thus gets at most one push per
+window and subscription, and an occurrence after a quiet period is pushed at once.
 
 A subscription waiting for its ack or its window does not look at each occurrence: it keeps its
 position in the shared log and reads what it missed when it may push again. Only sessions with a
