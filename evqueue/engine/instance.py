@@ -430,7 +430,7 @@ class WorkflowInstance:
         if pending is not None:
             self.retrying.pop(pending).cancel()
             self._count(job_of(task), "retrying_tasks", -1)
-            self._forget_error(task)
+            task.attrib.pop("retry_at", None)  # not counted as an error: nothing to forget
         elif task.get("status") == "QUEUED":
             run = next((r for r in self.runs if r.task is task), None)
             if run is None or run.queue is None or not run.queue.remove_where(
