@@ -52,7 +52,8 @@ def test_retry_a_failed_task_then_skip_it(daemon):
         '<job name="keep"><tasks><task path="/bin/sleep" queue="keep"><input>3</input>'
         "</task></tasks></job></subjobs></workflow>")
     with daemon.client() as c:
-        c.query('<queue action="create" name="keep" concurrency="1" scheduler="fifo" dynamic="no" />')
+        c.query('<queue action="create" name="keep" concurrency="1" scheduler="fifo" '
+                'dynamic="no" />')
         create_workflow(c, "w", xml)
         iid = _launch(c, "w")
         query = f'<instance action="query" id="{iid}" />'
