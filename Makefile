@@ -21,7 +21,7 @@ run: install
 
 # System packages some tests need (Debian build tools, headless Chromium): installed only when
 # we are root on a Debian-like machine; otherwise those tests skip and say why.
-SYSTEM_TEST_PACKAGES := chromium ca-certificates python3-venv
+SYSTEM_TEST_PACKAGES := chromium ca-certificates python3-venv openssh-server
 
 system-test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -44,8 +44,23 @@ test: install system-test-deps
 lint: install
 	$(BIN)/ruff check evqueue tests bench
 
+# Every benchmark of bench/, quick by default (about 2 minutes); `make bench BENCH_FULL=1` runs
+# each with its default settings (more rounds and instances, 1 M rows listed: much longer).
+Q = $(if $(BENCH_FULL),,--quick)
 bench: install
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@set -e; run() { echo "== $$*"; $(BIN)/python "$$@"; }; \
+	run bench/ping.py $(Q); \
+	run bench/instances.py --matrix $(Q); \
+	run bench/latency.py $(Q); \
+	run bench/resources.py $(Q); \
+	run bench/instances_list.py $(Q); \
+	run bench/schedules.py $(if $(BENCH_FULL),,--seconds 3); \
+	run bench/spawn.py $(if $(BENCH_FULL),,--tasks 300 --rounds 1); \
+	run bench/events.py $(if $(BENCH_FULL),,--subscribers 20 --instances 300 --rounds 1); \
+	run bench/serialize.py $(if $(BENCH_FULL),,1); \
+	if $(BIN)/python -c "import pymysql; pymysql.connect(host='127.0.0.1', user='root')" \
+	  2>/dev/null; then run bench/storage_compare.py $(if $(BENCH_FULL),,--instances 300 --rounds 1); \
+	else echo "== bench/storage_compare.py skipped: no MariaDB on 127.0.0.1:3306"; fi
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info

@@ -2,6 +2,7 @@
 
 Usage: python bench/instances.py [--instances N] [--concurrency C] [--connections K]
                                  [--level L] [--rounds R] [--storage sqlite|mysql]
+                                 [--matrix] [--quick]
 
 Starts a daemon (savepoint level L, default 2) on a temporary directory, creates a one-task
 ``/bin/true`` workflow on a queue of concurrency C, launches N instances over K unix-socket
@@ -11,7 +12,8 @@ type=workflows`` going back to 0), R times. Then measures the raw posix_spawn+wa
 their ratio (the machine may be shared: best of R is the least disturbed run), plus the CPU
 seconds the daemon and its forker used per 1,000 instances and the daemon's RSS.
 ``--storage mysql`` uses the MariaDB server on 127.0.0.1:3306 (root, no password) in a
-throw-away database, dropped afterwards.
+throw-away database, dropped afterwards. ``--matrix`` runs concurrency 8 and 64, each over 1 and
+8 connections; ``--quick`` (make bench) uses 300 instances and 1 round.
 """
 
 from __future__ import annotations
@@ -163,11 +165,19 @@ def main() -> None:
     p.add_argument("--level", type=int, choices=range(4), default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--storage", choices=("sqlite", "mysql"), default="sqlite")
+    p.add_argument("--matrix", action="store_true",
+                   help="concurrency 8 and 64, each over 1 and 8 connections")
+    p.add_argument("--quick", action="store_true", help="300 instances, 1 round (make bench)")
     a = p.parse_args()
-    rate = run(a.instances, a.concurrency, a.connections, a.level, a.storage, a.rounds)
-    raw = max(raw_rate(a.instances, a.concurrency) for _ in range(a.rounds))
-    print(f"raw spawn+wait of /bin/true at concurrency {a.concurrency}: {raw:,.0f}/s")
-    print(f"ratio: {rate / raw:.2f} (target >= 0.70)")
+    if a.quick:
+        a.instances, a.rounds = 300, 1
+    cases = ([(c, k) for c in (8, 64) for k in (1, 8)] if a.matrix
+             else [(a.concurrency, a.connections)])
+    for concurrency, connections in cases:
+        rate = run(a.instances, concurrency, connections, a.level, a.storage, a.rounds)
+        raw = max(raw_rate(a.instances, concurrency) for _ in range(a.rounds))
+        print(f"raw spawn+wait of /bin/true at concurrency {concurrency}: {raw:,.0f}/s")
+        print(f"ratio: {rate / raw:.2f} (target >= 0.70)")
 
 
 if __name__ == "__main__":

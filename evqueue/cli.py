@@ -18,6 +18,7 @@ from evqueue import VERSION
 from evqueue import log as evqlog
 from evqueue.config import Config, ConfigError
 from evqueue.daemon import Readiness, daemonize
+from evqueue.loop import new_event_loop
 from evqueue.pidfile import AlreadyRunning, PidFile
 from evqueue.server import Server
 
@@ -93,7 +94,8 @@ def run(config: Config, *, daemon: bool, wait_db: bool) -> int:
     )
     pidfile.write()
     try:
-        return asyncio.run(_serve(config, wait_db, readiness))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(_serve(config, wait_db, readiness))
     finally:
         pidfile.release()
         readiness.close()

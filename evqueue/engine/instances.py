@@ -241,9 +241,12 @@ class Instances:
     async def _commit_finals(
         self, rows: list[tuple[WorkflowInstance, list[tuple[str, tuple[Any, ...]]]]],
     ) -> None:
-        """One transaction; then the exits these rows hold can be forgotten by the forker."""
+        """One transaction; then the exits these rows hold can be forgotten by the forker.
+        Kept until the database takes it, however long an outage lasts: it is the only copy
+        of these instances' final state."""
         await self.storage.transaction(functools.partial(
-            _run_all, [statement for _, statements in rows for statement in statements]))
+            _run_all, [statement for _, statements in rows for statement in statements]),
+            keep=True)
         for inst, _ in rows:
             for tid in self._unsaved_exits.pop(inst, ()):
                 self.server.runner.ack(tid)
@@ -550,10 +553,11 @@ class Instances:
             raise ApiError(None, f"Workflow instance {instance_id} runs on node {owner}, "
                                  "which is alive")
         # only from the owner read above: of two nodes migrating it at once, one adopts it
+        # (this node too: an UPDATE replayed after a lost connection still counts)
         adopted = await self.storage.execute(
             "UPDATE t_workflow_instance SET node_name = %s WHERE workflow_instance_id = %s "
-            "AND node_name = %s AND workflow_instance_status = 'EXECUTING'",
-            (self.server.node, instance_id, owner))
+            "AND node_name IN (%s, %s) AND workflow_instance_status = 'EXECUTING'",
+            (self.server.node, instance_id, owner, self.server.node))
         if adopted.rowcount != 1:
             raise ApiError(None, "Workflow ID not found or already belongs to this node")
         inst = WorkflowInstance(self, instance_id, workflow_id, parse_document(savepoint),
@@ -611,13 +615,24 @@ class Instances:
         if groupby:
             return await self._list_grouped(base, args, groupby, limit, offset)
         total = (await self.storage.query_one(f"SELECT COUNT(*) {base}", args))[0]
+        bound: list[Any] = []
+        if 0 < limit and offset + limit < total:
+            # the page's last end time, read in index order (no sort), bounds what the ORDER
+            # BY below sorts to about one page (ended rows come first, so none is lost)
+            edge = await self.storage.query_one(
+                f"SELECT wi.workflow_instance_end {base} AND wi.workflow_instance_end IS NOT "
+                "NULL ORDER BY wi.workflow_instance_end DESC LIMIT 1 OFFSET %s",
+                [*args, offset + limit - 1])
+            if edge is not None:
+                bound = [edge[0]]
         rows = await self.storage.query(
             "SELECT wi.workflow_instance_id, w.workflow_name, wi.node_name, "
             "wi.workflow_instance_host, wi.workflow_instance_start, wi.workflow_instance_end, "
             "wi.workflow_instance_errors, wi.workflow_instance_status, "
             f"wi.workflow_schedule_id, wi.workflow_instance_comment {base} "
+            f"{'AND wi.workflow_instance_end >= %s ' if bound else ''}"
             "ORDER BY wi.workflow_instance_end IS NULL, wi.workflow_instance_end DESC, "
-            "wi.workflow_instance_id LIMIT %s OFFSET %s", [*args, limit, offset])
+            "wi.workflow_instance_id LIMIT %s OFFSET %s", [*args, *bound, limit, offset])
         tags: dict[int, list[tuple[int, str]]] = {r[0]: [] for r in rows}
         if rows:
             ids = ",".join(str(r[0]) for r in rows)

@@ -27,6 +27,12 @@ _DOCTYPE_STOP = re.compile(rb"[\[>]")
 _DOCTYPE_OK = re.compile(rb"<!DOCTYPE[ \t\r\n]+[^ \t\r\n>\[\"']+[ \t\r\n]*>")
 _DOCTYPE_MAX = 1024
 _MARKUP_DECLS = (b"<!--", b"<![CDATA[", b"<!DOCTYPE")
+# A whole document that is one empty root element with plain attributes (``<ping />``,
+# ``<status action="query" type="workflows" />``, most queries): parsed without the scanner.
+_SIMPLE = re.compile(
+    rb"[ \t\r\n]*(<[A-Za-z_][-\w.]*(?:[ \t\r\n]+[-\w.:]+[ \t\r\n]*=[ \t\r\n]*"
+    rb"""(?:"[^"<>]*"|'[^'<>]*'))*[ \t\r\n]*/>)[ \t\r\n]*"""
+)
 _BAD_STRUCTURE = "invalid document structure"  # Xerces' text for misplaced top-level content
 _DOCTYPE_REFUSED = "DOCTYPE with an external identifier or an internal subset is not allowed"
 
@@ -135,6 +141,12 @@ class Framer:
             raise FramingError(self._failure.message)
         docs: list[etree._Element] = []
         try:
+            if not self._started and not self._buf and len(data) <= self._max:
+                simple = _SIMPLE.fullmatch(data)
+                if simple is not None:  # the frequent case: one small query per read
+                    self._size = 0
+                    docs.append(self._finish(simple.group(1)))
+                    return docs
             for start in range(0, len(data), _CHUNK):
                 self._feed_chunk(data[start : start + _CHUNK] if len(data) > _CHUNK else data, docs)
         except FramingError as err:
@@ -162,6 +174,11 @@ class Framer:
     def pending(self) -> bool:
         """True while part of a document has been received."""
         return self._started
+
+    @property
+    def idle(self) -> bool:
+        """True between documents, with no byte kept (the next byte starts a document)."""
+        return not self._started and not self._buf and self._failure is None
 
     def _fail(self, err: FramingError) -> None:
         self._failure = err
@@ -219,7 +236,10 @@ class Framer:
             root = self._parser.close()
         except etree.XMLSyntaxError as err:
             raise FramingError(_xerces_message(self._parser, err)) from None
-        _localize(root)
+        # Without these bytes a document has no namespace (but a document given in several
+        # pieces may hide them across a boundary).
+        if self._size != len(tail) or b"xmlns" in tail or b"xml:" in tail:
+            _localize(root)
         return root
 
     def _malformed(self, buf: bytes, fed: int) -> FramingError:

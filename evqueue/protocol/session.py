@@ -14,6 +14,7 @@ Stream and message transports differ only where the original did:
 from __future__ import annotations
 
 import enum
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ IDLE_TIMEOUT = ApiError(
     "UNEXPECTED_EXCEPTION", "Error reading socket, recv() returned error 11", fatal=True
 )
 """What the original answered when ``network.rcv.timeout`` expired (EAGAIN from recv)."""
+
+
+_BARE_PING = re.compile(rb"[ \t\r\n]*<ping[ \t\r\n]*/>[ \t\r\n]*")
 
 
 class UserRecord(Protocol):
@@ -147,6 +151,12 @@ class Session:
             return events
         return self._handle(docs)
 
+    def is_bare_ping(self, data: bytes) -> bool:
+        """True when ``data`` is exactly one ``<ping/>`` (no attribute) that ``receive_data``
+        would turn into a query: the transport may answer it unparsed (``frame``)."""
+        return (self.state is State.READY and self._framer is not None and self._framer.idle
+                and _BARE_PING.fullmatch(data) is not None)
+
     def receive_message(self, data: bytes | str) -> list[Event]:
         """One websocket message, which must hold exactly one document."""
         if self._framer is not None:
@@ -169,6 +179,10 @@ class Session:
     def send_response(self, elem: etree._Element) -> bytes:
         """The bytes to write for one answer document."""
         return serialize(elem) + self._newline
+
+    def frame(self, serialized: bytes) -> bytes:
+        """The bytes to write for one answer already serialised."""
+        return serialized + self._newline
 
     def keepalive(self) -> bytes:
         """What to write every ``dpd.interval`` while a stream query waits (§1.8)."""

@@ -12,6 +12,7 @@ C14N plus fix-ups on typical responses (bench/serialize.py).
 
 from __future__ import annotations
 
+import copy
 import re
 
 from lxml import etree
@@ -24,6 +25,7 @@ _ATTR_SPECIAL = re.compile('[&<"\n\r\t]')
 _ATTR_ESCAPES = str.maketrans(
     {"&": "&amp;", "<": "&lt;", '"': "&quot;", "\n": "&#xA;", "\r": "&#xD;", "\t": "&#x9;"}
 )
+_ATTR_PLAIN = re.compile("[&<\n\r\t{]")  # with the count of '"': see _attributes
 _TEXT_SPECIAL = re.compile("[&<>\r]")
 _TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#xD;"})
 # Characters XML 1.0 forbids (lxml refuses them in text and attribute values).
@@ -48,6 +50,23 @@ def _local(name: str) -> str:
     return name[name.index("}") + 1 :] if name[0] == "{" else name
 
 
+def _attributes(items: list[tuple[str, str]]) -> str:
+    """`` key="value"`` for each attribute, sorted and escaped."""
+    items.sort()
+    joined = "".join([f' {key}="{value}"' for key, value in items])
+    # one check for the frequent case: no value needs escaping, no Clark name
+    if _ATTR_PLAIN.search(joined) is None and joined.count('"') == 2 * len(items):
+        return joined
+    parts = []
+    for key, value in items:
+        if _ATTR_SPECIAL.search(value):
+            value = value.translate(_ATTR_ESCAPES)
+        if key[0] == "{":
+            key = _local(key)
+        parts.append(f' {key}="{value}"')
+    return "".join(parts)
+
+
 def _write(el: etree._Element, out: list[str]) -> None:
     tag = el.tag
     if tag.__class__ is not str:  # comment or processing instruction
@@ -55,25 +74,13 @@ def _write(el: etree._Element, out: list[str]) -> None:
         return
     if tag[0] == "{":
         tag = _local(tag)
-    parts = [f"<{tag}"]
     items = el.items()
-    if items:
-        items.sort()
-        for key, value in items:
-            if _ATTR_SPECIAL.search(value):
-                value = value.translate(_ATTR_ESCAPES)
-            if key[0] == "{":
-                key = _local(key)
-            parts.append(f' {key}="{value}"')
+    head = f"<{tag}{_attributes(items)}" if items else f"<{tag}"
     text = el.text
     if text is None and not len(el):
-        parts.append("/>")
-        out.append("".join(parts))
+        out.append(head + "/>")
         return
-    parts.append(">")
-    if text:
-        parts.append(_text(text))
-    out.append("".join(parts))
+    out.append(f"{head}>{_text(text)}" if text else head + ">")
     for child in el:
         _write(child, out)
         tail = child.tail
@@ -91,7 +98,17 @@ def serialize(elem: etree._Element) -> bytes:
 
 def response(node: str, status: str = "OK", **attrs: str) -> etree._Element:
     """A ``<response>`` root carrying ``node`` and ``status`` (present on every answer)."""
-    return etree.Element("response", attrs, node=node, status=status)
+    if attrs:
+        return etree.Element("response", attrs, node=node, status=status)
+    template = _TEMPLATES.get((node, status))
+    if template is None:
+        template = etree.Element("response", node=node, status=status)
+        if len(_TEMPLATES) < 16:
+            _TEMPLATES[node, status] = template
+    return copy.copy(template)  # copying beats setting the attributes again
+
+
+_TEMPLATES: dict[tuple[str, str], etree._Element] = {}
 
 
 def error_response(node: str, err: ApiError) -> etree._Element:

@@ -20,7 +20,7 @@ from typing import Any
 
 TABLE_VERSION = "v3.3"
 #: Version in ``t_evqueue_schema`` (steps: :data:`evqueue.storage.threaded.MIGRATIONS`).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 NOW = object()
 """Default value meaning "the current local time" (``CURRENT_TIMESTAMP``)."""
@@ -295,11 +295,18 @@ TABLES: tuple[Table, ...] = (
         _k("workflow_instance_end"),
         _k("workflow_instance_status"),
         _k("workflow_instance_errors"),
-        # `instances list` pages ordered by end time, filtered by status or workflow, and the
-        # start-up resume of this node's executing instances.
+        # `instances list` pages ordered by end time, filtered by status, workflow, node,
+        # schedule or errors (read in index order: a page costs about one page of rows), and
+        # the start-up resume of this node's executing instances. With workflow_id, the
+        # `rows` count of a filter on node, schedule or errors reads the index only
+        # (bench/instances_list.py).
         _extra("status_end", "workflow_instance_status", "workflow_instance_end"),
         _extra("workflow_end", "workflow_id", "workflow_instance_end"),
         _extra("node_status", "node_name", "workflow_instance_status"),
+        _extra("node_end", "node_name", "workflow_instance_end", "workflow_id"),
+        _extra("schedule_end", "workflow_schedule_id", "workflow_instance_end", "workflow_id"),
+        _extra("errors_end", "workflow_instance_errors", "workflow_instance_end",
+               "workflow_id"),
     )),
     Table("t_workflow_instance_filters", (
         _uint("workflow_instance_id"),

@@ -140,6 +140,26 @@ async def test_paging(any_api: Api) -> None:
         assert answer.get("rows") == "5"
 
 
+async def test_every_page_is_a_slice_of_the_whole_order(any_api: Api) -> None:
+    """Pages are bounded by their last end time before sorting (only one page gets sorted):
+    with ties on that time and running rows after the ended ones, every page is still the
+    matching slice of the full order."""
+    ids = await _history(any_api)
+    for iid in range(10, 16):  # three pairs of identical end times, and one more running
+        end = None if iid == 15 else f"2026-01-10 10:16:0{iid % 3}"
+        await any_api.server.storage.execute(
+            "INSERT INTO t_workflow_instance (workflow_instance_id, node_name, workflow_id, "
+            "workflow_instance_start, workflow_instance_end, workflow_instance_status, "
+            "workflow_instance_errors) VALUES (%s, 'localhost', %s, '2026-01-10 10:00:00', "
+            "%s, %s, 0)", (iid, ids["alpha"], end, "EXECUTING" if end is None else "TERMINATED"))
+    whole = await _ids(any_api, 'limit="100"')
+    assert len(whole) == 11
+    for limit in range(1, 6):
+        for offset in range(12):
+            page = await _ids(any_api, f'limit="{limit}" offset="{offset}"')
+            assert page == whole[offset:offset + limit], (limit, offset)
+
+
 async def test_default_limit_is_30(api: Api) -> None:
     workflow_id = await add_workflow(api, "many")
     for _ in range(35):
