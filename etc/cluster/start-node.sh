@@ -9,7 +9,7 @@ export EVQ_NODE=$1 EVQ_WS_PORT=$2
 shift 2
 : "${NODES:=alice bob carol}"
 : "${EVQ_RUN:=/tmp/evqueue-run}"
-: "${EVQ_DB_HOST:=127.0.0.1}" "${EVQ_DB_USER:=root}" "${EVQ_DB_PASSWORD:=}" \
+: "${EVQ_DB_HOST:=localhost}" "${EVQ_DB_USER:=root}" "${EVQ_DB_PASSWORD:=}" \
   "${EVQ_DB_NAME:=evqueue}" "${EVQ_ADMIN_PASSWORD:=admin}"
 export EVQ_RUN EVQ_DB_HOST EVQ_DB_USER EVQ_DB_PASSWORD EVQ_DB_NAME EVQ_ADMIN_PASSWORD
 export EVQ_STATE="${EVQ_STATE_ROOT:-/tmp/evqueue-state}/$EVQ_NODE"

@@ -15,7 +15,8 @@ re-arms every schedule from the new time (occurrences stepped over are not run e
 ``any`` schedules run on one node per occurrence (a claim row in the database). While one node
 runs an instance of such a schedule it holds a lease row ``running_<id>``, renewed every
 :data:`LEASE_PERIOD` seconds and dropped at the end of the instance: a node that wins a later
-occurrence skips it while another node's lease is fresh, and a dead node's lease simply expires.
+occurrence skips it while another node's lease is fresh, and a dead node's lease simply expires
+(:func:`evqueue.engine.cluster.take_lease` takes it over atomically).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from evqueue.engine import cluster
 from evqueue.log import NOTICE
-from evqueue.storage.base import Tx, now
+from evqueue.storage.base import now
 
 if TYPE_CHECKING:
     from evqueue.engine.instance import WorkflowInstance
@@ -86,7 +88,7 @@ class Scheduler:
                 self.running[inst.schedule_id] = inst.id
                 schedule = self.server.workflow_schedules.get(inst.schedule_id)
                 if schedule is not None and schedule.node == "any":
-                    self._take_lease(inst.schedule_id)
+                    self._spawn(self._resume_lease(inst.schedule_id))
         self._started = True
         self._arm_all()
         self._clock_offset = time.time() - asyncio.get_running_loop().time()
@@ -178,42 +180,37 @@ class Scheduler:
     async def _claim_any(self, schedule_id: int, at: float) -> bool:
         """Win this occurrence of an ``any`` schedule, then its lease (refused while another
         node runs the schedule)."""
-        if not await self.server.cluster.claim(f"scheduledwf_{schedule_id}_{int(at)}"):
+        storage = self.server.storage
+        if not await cluster.claim(storage, f"scheduledwf_{schedule_id}_{int(at)}", self.node):
             return False
-        name, node, stamp = _lease(schedule_id), self.node, now()
-        fresh = now(time.time() - LEASE_TTL)
-
-        def take(tx: Tx) -> bool:
-            if tx.query("SELECT node_name FROM t_evqueue_claim WHERE claim_name = %s AND "
-                        "node_name <> %s AND claim_time >= %s", (name, node, fresh)):
-                return False
-            tx.execute("DELETE FROM t_evqueue_claim WHERE claim_name = %s", (name,))
-            tx.execute("INSERT INTO t_evqueue_claim (claim_name, node_name, claim_time) "
-                       "VALUES (%s, %s, %s)", (name, node, stamp))
-            return True
-
-        if not await self.server.storage.transaction(take):
+        if not await cluster.take_lease(storage, _lease(schedule_id), self.node, LEASE_TTL):
             return False
         self._leases.add(schedule_id)
         self._arm_lease_timer()
         return True
 
-    def _take_lease(self, schedule_id: int) -> None:
-        """Hold the lease of a resumed ``any`` instance (it is this node's again)."""
-        name = _lease(schedule_id)
-        self.server.storage.write("DELETE FROM t_evqueue_claim WHERE claim_name = %s", (name,))
-        self.server.storage.write(
-            "INSERT INTO t_evqueue_claim (claim_name, node_name, claim_time) "
-            "VALUES (%s, %s, %s)", (name, self.node, now()))
-        self._leases.add(schedule_id)
-        self._arm_lease_timer()
+    async def _resume_lease(self, schedule_id: int) -> None:
+        """Hold the lease of a resumed ``any`` instance again, unless another node took the
+        schedule over while this one was down (its run and ours then overlap once)."""
+        try:
+            taken = await cluster.take_lease(self.server.storage, _lease(schedule_id),
+                                             self.node, LEASE_TTL)
+        except Exception as e:
+            log.error("Workflow schedule %s: could not take its lease back: %s", schedule_id, e)
+            return
+        if not taken:
+            log.warning("Workflow schedule %s was taken over by another node while this one "
+                        "was down", schedule_id)
+        elif schedule_id in self.running:
+            self._leases.add(schedule_id)
+            self._arm_lease_timer()
+        else:  # the resumed instance ended meanwhile
+            cluster.release_lease(self.server.storage, _lease(schedule_id), self.node)
 
     def _release_lease(self, schedule_id: int) -> None:
         if schedule_id in self._leases:
             self._leases.discard(schedule_id)
-            self.server.storage.write(
-                "DELETE FROM t_evqueue_claim WHERE claim_name = %s AND node_name = %s",
-                (_lease(schedule_id), self.node))
+            cluster.release_lease(self.server.storage, _lease(schedule_id), self.node)
 
     def _arm_lease_timer(self) -> None:
         if self._lease_timer is None:
@@ -224,10 +221,8 @@ class Scheduler:
         self._lease_timer = None
         if not self._leases:
             return
-        names = [_lease(i) for i in sorted(self._leases)]
-        self.server.storage.write(
-            f"UPDATE t_evqueue_claim SET claim_time = %s WHERE node_name = %s AND "
-            f"claim_name IN ({', '.join(['%s'] * len(names))})", (now(), self.node, *names))
+        cluster.renew_leases(self.server.storage, [_lease(i) for i in sorted(self._leases)],
+                             self.node)
         self._arm_lease_timer()
 
     def instance_ended(self, inst: WorkflowInstance) -> None:

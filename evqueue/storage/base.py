@@ -96,9 +96,12 @@ class Storage(ABC):
         """Run one write and wait until it is committed."""
 
     @abstractmethod
-    async def transaction(self, fn: Callable[[Tx], T]) -> T:
+    async def transaction(self, fn: Callable[[Tx], T], *, keep: bool = False) -> T:
         """Run ``fn`` in the writer thread inside one transaction; commit, or roll back and
-        re-raise if it raises."""
+        re-raise if it raises. While the database is unreachable the transaction is retried,
+        for a limited time (then :class:`StorageUnavailable`), or with ``keep`` until it is
+        back (what must not be lost, e.g. an instance's final state; given up only at
+        shutdown)."""
 
     @abstractmethod
     def write(self, sql: str, params: Params = ()) -> None:
@@ -107,3 +110,9 @@ class Storage(ABC):
     @abstractmethod
     async def flush(self) -> None:
         """Wait until every write queued so far is committed."""
+
+    @abstractmethod
+    def health(self) -> dict[str, str]:
+        """The attributes of ``status type="database"``: ``backend``, ``state`` (``ok`` or
+        ``unavailable``), ``since`` and ``error`` (while unavailable), ``outages`` and
+        ``pending_writes``."""

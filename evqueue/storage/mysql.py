@@ -28,6 +28,9 @@ _LOST = {1040, 1053, 1213, 1927, 2002, 2003, 2006, 2013, 2055}
 # What ``--wait-db`` waits for at start-up (ops.md §1.1).
 _NOT_READY = {2002, 2003, 2013}
 _DUP_ENTRY = 1062
+#: The transaction was rolled back because another one won: deadlock, or (Galera) a conflict
+#: at certification, reported as a deadlock too.
+_DEADLOCK = 1213
 _TABLE_EXISTS = 1050
 
 
@@ -67,6 +70,7 @@ class MySQLStorage(ThreadedStorage):
     """
 
     dialect = "mysql"
+    commit_can_be_unknown = True
 
     def __init__(self, host: str, user: str, password: str, database: str, port: int = 3306,
                  wait_db: bool = False, *, readers: int = 4, retry_timeout: float = 30.0,
@@ -139,6 +143,16 @@ class MySQLStorage(ThreadedStorage):
         return isinstance(exc, pymysql.InterfaceError) or (
             isinstance(exc, pymysql.OperationalError) and _code(exc) in _LOST
         )
+
+    def _conflict(self, exc: Exception) -> bool:
+        return isinstance(exc, pymysql.OperationalError) and _code(exc) == _DEADLOCK
+
+    def _session(self, conn: Any) -> Any:
+        return conn.thread_id()
+
+    def _session_alive(self, cur: Any, session: Any) -> bool:
+        cur.execute("SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = %s", (session,))
+        return bool(cur.fetchall())
 
     def _translate(self, conn: Any, exc: Exception, sql: str, params: tuple[Any, ...]
                    ) -> StorageError:

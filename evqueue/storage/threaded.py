@@ -3,13 +3,15 @@ threads, connection-loss retries and the schema creation/upgrade sequence.
 
 Writes (``write``, ``execute``, ``transaction``, ``flush`` markers) go through one queue. The
 writer takes whatever is queued (up to :data:`MAX_BATCH` items, never waiting for more, so the
-latency added is the time of the previous commit), runs it in one transaction, commits once and
-resolves the waiting futures in one hop to the event loop. A failing statement does not abort
-the others: both engines roll back just the failed statement, and ``transaction`` callbacks run
-inside a savepoint. If the connection is lost (or the engine rolled the whole transaction back),
-the batch, plus anything queued meanwhile, is replayed after reconnecting, with backoff: queued
-``write()`` calls are kept until they land, while callers that wait (``execute``,
-``transaction``, ``flush``) get :class:`StorageUnavailable` after ``retry_timeout`` seconds.
+latency added is the time of the previous commit), runs it in one transaction with whatever is
+queued meanwhile, commits once and resolves the waiting futures in one hop to the event loop. A
+failing statement does not abort the others: both engines roll back just the failed statement,
+and a failed ``transaction`` callback makes the writer run the batch again with a savepoint
+around it. If the connection is lost (or the engine rolled the whole transaction back), the
+batch, plus anything queued meanwhile, is replayed after reconnecting, with backoff: queued
+``write()`` calls and ``transaction(keep=True)`` are kept until they land, while other callers
+that wait (``execute``, ``transaction``, ``flush``) get :class:`StorageUnavailable` after
+``retry_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from evqueue.storage import schema
 from evqueue.storage.base import (
@@ -36,7 +39,9 @@ from evqueue.storage.base import (
     StorageError,
     StorageUnavailable,
     Tx,
+    now,
 )
+from evqueue.storage.statement import insert_table
 
 log = logging.getLogger("evqueue.storage")
 NOTICE = 25  # the syslog NOTICE level registered by evqueue.log
@@ -45,12 +50,45 @@ T = TypeVar("T")
 MAX_BATCH = 1000
 RETRY_MIN = 0.05
 RETRY_MAX = 1.0
+#: Conflicts with other transactions retried at once in a row; then with backoff (a Galera
+#: node may not have applied the winner's write set yet).
+MAX_CONFLICTS = 3
 
 _STMT, _TX, _MARK, _STOP = range(4)
+_INSERT_MARKER = ("INSERT INTO t_evqueue_claim (claim_name, node_name, claim_time) "
+                  "VALUES (%s, '', %s)")
 
 
 class ConnectionLost(Exception):
-    """Internal: the connection or the whole transaction is gone; replay the batch."""
+    """Internal: the connection or the whole transaction is gone; replay the batch (at once
+    on the same connection if it was a ``conflict`` with another transaction)."""
+
+    def __init__(self, text: str, conflict: bool = False) -> None:
+        super().__init__(text)
+        self.conflict = conflict
+
+
+class _CommitUnknown(Exception):
+    """Internal: the connection was lost while committing, so the batch may have committed.
+    Before anything is replayed, the writer finds out: ``probe`` (table, column, value) is a
+    row that exists only if it did, the first row it inserted with a new auto-increment id, or
+    else a marker row inserted for that purpose."""
+
+    def __init__(self, cause: Exception, outcomes: dict[_Item, Any],
+                 probe: tuple[str, str, Any] | None, session: Any) -> None:
+        super().__init__(str(cause))
+        self.outcomes = outcomes
+        self.probe = probe
+        self.session = session
+
+
+class _Unguarded(Exception):
+    """Internal: a transaction run without a savepoint failed; run the batch again with one
+    around it."""
+
+    def __init__(self, item: _Item) -> None:
+        super().__init__()
+        self.item = item
 
 
 @dataclass(eq=False)
@@ -70,14 +108,16 @@ class _WriterTx:
         self._storage = storage
         self._conn = conn
         self._cur = cur
-        self.lost = False
+        #: set when a statement lost the connection or the transaction (even if the callback
+        #: caught the error)
+        self.lost: ConnectionLost | None = None
 
     def execute(self, sql: str, params: Params = ()) -> Result:
         try:
             self._storage._execute(self._cur, sql, tuple(params))
         except Exception as exc:
             raise self._failure(exc, sql, params) from None
-        return self._storage._result(self._cur, sql)
+        return self._storage._noted(self._cur, sql)
 
     def query(self, sql: str, params: Params = ()) -> list[Row]:
         try:
@@ -90,12 +130,16 @@ class _WriterTx:
         try:
             return self._storage._statement_error(self._conn, exc, sql, tuple(params))
         except ConnectionLost as lost:
-            self.lost = True
+            self.lost = lost
             return lost
 
 
 class ThreadedStorage(Storage):
     """Base of the SQLite and MySQL backends (see the module docstring)."""
+
+    #: Whether a commit can fail yet have committed (a server whose answer was lost), so that
+    #: batches carry a probe row (see :class:`_CommitUnknown`).
+    commit_can_be_unknown: ClassVar[bool] = False
 
     def __init__(self, *, readers: int = 4, retry_timeout: float = 30.0) -> None:
         self._n_readers = readers
@@ -113,6 +157,13 @@ class ThreadedStorage(Storage):
         #: Number of transactions the writer committed (group commit makes it far smaller than
         #: the number of writes; exposed for monitoring and tests).
         self.commit_count = 0
+        self._probe: tuple[str, str, Any] | None = None  # see _CommitUnknown
+        self._unprobed = False  # the batch inserted rows without a new id
+        self._health_lock = threading.Lock()
+        self._down_since: float | None = None
+        self._down_error = ""
+        #: Number of times the database became unreachable since start.
+        self.outages = 0
 
     # -- backend hooks (called from storage threads) -------------------------------------------
     @abstractmethod
@@ -144,6 +195,19 @@ class ThreadedStorage(Storage):
     def _translate(self, conn: Any, exc: Exception, sql: str, params: tuple[Any, ...]
                    ) -> StorageError:
         """The :class:`StorageError` (with MariaDB's text) for a failed statement."""
+
+    def _conflict(self, exc: Exception) -> bool:
+        """Whether ``exc`` rolled the transaction back because another one won (retry at
+        once, no reconnect)."""
+        return False
+
+    def _session(self, conn: Any) -> Any:
+        """The server's id of the writer connection (``None``: no server)."""
+        return None
+
+    def _session_alive(self, cur: Any, session: Any) -> bool:
+        """Whether the server still runs ``session`` (so its last commit may still land)."""
+        return False
 
     def _begin(self, conn: Any) -> None:
         """Start the batch transaction (MySQL starts one implicitly)."""
@@ -209,11 +273,11 @@ class ThreadedStorage(Storage):
         self._check_open()
         return await self._enqueue(_STMT, sql=sql, params=tuple(params))
 
-    async def transaction(self, fn: Callable[[Tx], T]) -> T:
+    async def transaction(self, fn: Callable[[Tx], T], *, keep: bool = False) -> T:
         """As :meth:`Storage.transaction`. ``fn`` may be called again if the connection is lost
         before the commit, so it must not have side effects outside the database."""
         self._check_open()
-        return await self._enqueue(_TX, fn=fn)
+        return await self._enqueue(_TX, fn=fn, keep=keep)
 
     def write(self, sql: str, params: Params = ()) -> None:
         self._check_open()
@@ -229,10 +293,10 @@ class ThreadedStorage(Storage):
         if self._writer is None or self._loop is None:
             raise StorageError("Storage is not opened")
 
-    def _enqueue(self, kind: int, **kw: Any) -> asyncio.Future[Any]:
+    def _enqueue(self, kind: int, keep: bool = False, **kw: Any) -> asyncio.Future[Any]:
         assert self._loop is not None
         fut = self._loop.create_future()
-        deadline = None if kind == _STOP else time.monotonic() + self._retry_timeout
+        deadline = None if kind == _STOP or keep else time.monotonic() + self._retry_timeout
         self._queue.put(_Item(kind, future=fut, deadline=deadline, **kw))
         return fut
 
@@ -277,25 +341,53 @@ class ThreadedStorage(Storage):
         """Run ``batch`` until it commits (replaying it after connection losses); returns the
         connection to use next. ``batch`` may grow with items queued during an outage."""
         delay = RETRY_MIN
-        failures = 0
+        failures = conflicts = 0
+        unknown: _CommitUnknown | None = None
         while True:
-            if all(item.kind in (_MARK, _STOP) for item in batch):
+            if unknown is None and all(item.kind in (_MARK, _STOP) for item in batch):
                 self._deliver(batch, [None] * len(batch))
                 return conn
             try:
                 if conn is None:
                     conn = self._connect(writer=True)
+                if unknown is not None:
+                    committed = self._committed(conn, unknown)
+                    log.log(NOTICE, "The commit cut by the lost connection %s",
+                            "had landed" if committed else "did not land: replaying it")
+                    if committed:
+                        if unknown.probe is not None and unknown.probe[0] == "t_evqueue_claim":
+                            self._drop_marker(unknown.probe[2])
+                        self._mark_up()
+                        self.commit_count += 1
+                        done = [item for item in batch if item in unknown.outcomes]
+                        self._deliver(done, [unknown.outcomes[item] for item in done])
+                        batch[:] = [item for item in batch if item not in unknown.outcomes]
+                    unknown = None
+                    continue
                 outcomes = self._run_batch(conn, batch)
             except Exception as exc:
-                failures += 1
-                (log.warning if failures == 1 else log.debug)(
-                    "Database write failed, will retry: %s", exc
-                )
+                if isinstance(exc, _CommitUnknown):
+                    unknown = exc
                 if conn is not None:
                     _rollback_quietly(conn)
-                    if isinstance(exc, ConnectionLost) or self._lost(exc):
-                        _close_quietly(conn)
-                        conn = None
+                conflict = (exc.conflict if isinstance(exc, ConnectionLost)
+                            else self._conflict(exc))
+                if conflict and conflicts < MAX_CONFLICTS:
+                    # another transaction won (deadlock, Galera certification): run the batch
+                    # again at once; it now sees that commit
+                    conflicts += 1
+                    log.debug("Write conflict, running the batch again: %s", exc)
+                    continue
+                conflicts = 0
+                if not conflict and (isinstance(exc, ConnectionLost | _CommitUnknown)
+                                     or self._lost(exc)):
+                    self._mark_down(exc)  # logged there, and when it is back
+                    _close_quietly(conn)
+                    conn = None
+                else:
+                    failures += 1
+                    if failures == 1:
+                        log.warning("Database write failed, will retry: %s", exc)
                 self._drain(batch)
                 self._expire(batch, exc)
                 if not batch:
@@ -305,20 +397,49 @@ class ThreadedStorage(Storage):
                 continue
             if failures:
                 log.log(NOTICE, "Database writes resumed after %d failed attempts", failures)
+            self._mark_up()
             self.commit_count += 1
             self._deliver(batch, outcomes)
             return conn
 
+    def _mark_down(self, exc: Exception) -> None:
+        with self._health_lock:
+            if self._down_since is not None:
+                return
+            self._down_since = time.time()
+            self._down_error = str(exc)
+            self.outages += 1
+        log.warning("Database unavailable (%s): retrying with backoff", exc)
+
+    def _mark_up(self) -> None:
+        with self._health_lock:
+            if self._down_since is None:
+                return
+            lasted = time.time() - self._down_since
+            self._down_since = None
+        log.log(NOTICE, "Database available again after %.1f s", lasted)
+
+    def health(self) -> dict[str, str]:
+        """As :meth:`Storage.health`; unavailable from the first lost connection (or file
+        lock) until a write commits or a read succeeds again; ``pending_writes`` counts the
+        writes queued and not yet taken by the writer."""
+        with self._health_lock:
+            since, error, outages = self._down_since, self._down_error, self.outages
+        return {"backend": self.dialect, "state": "ok" if since is None else "unavailable",
+                "since": "" if since is None else now(since),
+                "error": "" if since is None else error,
+                "outages": str(outages), "pending_writes": str(self._queue.qsize())}
+
     def _expire(self, batch: list[_Item], exc: Exception) -> None:
-        now = time.monotonic()
+        moment = time.monotonic()
         kept: list[_Item] = []
         expired: list[tuple[asyncio.Future[Any], Any]] = []
         lost_writes = 0
         for item in batch:
             deadline = item.deadline
-            if item.future is None and self._close_deadline is not None:
-                deadline = self._close_deadline  # write() items: only given up at shutdown
-            if item.kind != _STOP and deadline is not None and now >= deadline:
+            if deadline is None:  # write() and kept transactions: only given up at shutdown
+                deadline = self._close_deadline
+            if item.kind != _STOP and deadline is not None and moment >= deadline:
                 if item.future is None:
                     lost_writes += 1
                 else:
@@ -331,47 +452,130 @@ class ThreadedStorage(Storage):
         self._resolve(expired)
 
     def _run_batch(self, conn: Any, batch: list[_Item]) -> list[Any]:
-        cur = conn.cursor()
-        try:
-            self._begin(conn)
-            # a transaction alone in its batch needs no savepoint: a failure rolls the batch
-            # back (two round trips less per launch on MySQL)
+        """Run and commit ``batch``, with the items queued while it ran (a commit can cost an
+        fsync: as many writes as possible share it). Transactions run without savepoints (two
+        round trips each on MySQL): if one fails, the batch is rolled back and run again with
+        a savepoint around that one only. A transaction alone in its batch needs none: its
+        failure rolls back the batch, which holds nothing else."""
+        guarded: set[int] = set()
+        while True:
             alone = sum(item.kind in (_STMT, _TX) for item in batch) == 1
-            outcomes = [self._run_item(conn, cur, item, alone) for item in batch]
-            conn.commit()
-            return outcomes
-        finally:
-            _close_quietly(cur)
+            self._probe, self._unprobed = None, False
+            cur = conn.cursor()
+            try:
+                self._begin(conn)
+                outcomes = [self._run_item(conn, cur, item, i in guarded, alone)
+                            for i, item in enumerate(batch)]
+                rolled_back = alone and any(isinstance(o, Exception) for o in outcomes)
+                while not rolled_back and len(batch) < MAX_BATCH and batch[-1].kind != _STOP:
+                    start = len(batch)
+                    self._drain(batch)
+                    if len(batch) == start:
+                        break
+                    outcomes += [self._run_item(conn, cur, batch[i], i in guarded, False)
+                                 for i in range(start, len(batch))]
+                marker = self._mark_batch(cur)
+                session = self._session(conn)
+                try:
+                    conn.commit()
+                except Exception as exc:
+                    if self._lost(exc) and not self._conflict(exc):
+                        raise _CommitUnknown(exc, dict(zip(batch, outcomes, strict=True)),
+                                             self._probe, session) from exc
+                    raise
+                self._drop_marker(marker)
+                return outcomes
+            except _Unguarded as failed:
+                _rollback_quietly(conn)
+                guarded.add(batch.index(failed.item))
+            finally:
+                _close_quietly(cur)
 
-    def _run_item(self, conn: Any, cur: Any, item: _Item, alone: bool) -> Any:
+    def _run_item(self, conn: Any, cur: Any, item: _Item, guarded: bool, alone: bool) -> Any:
         if item.kind == _STMT:
             try:
                 self._execute(cur, item.sql, item.params)
             except Exception as exc:
                 return self._statement_error(conn, exc, item.sql, item.params)
-            return self._result(cur, item.sql)
+            return self._noted(cur, item.sql)
         if item.kind == _TX:
             assert item.fn is not None
-            if not alone:
+            if guarded:
                 self._execute(cur, "SAVEPOINT evq_tx", ())
             tx = _WriterTx(self, conn, cur)
             try:
                 value = item.fn(tx)
             except Exception as exc:
-                if tx.lost or isinstance(exc, ConnectionLost):
-                    raise ConnectionLost(str(exc)) from exc
-                if alone:
-                    conn.rollback()
-                else:
+                if tx.lost is not None:
+                    raise tx.lost from None
+                if guarded:
                     self._execute(cur, "ROLLBACK TO SAVEPOINT evq_tx", ())
                     self._execute(cur, "RELEASE SAVEPOINT evq_tx", ())
+                elif alone:
+                    conn.rollback()
+                    self._probe, self._unprobed = None, False  # nothing left to commit
+                else:
+                    raise _Unguarded(item) from exc
                 return exc
-            if tx.lost:
-                raise ConnectionLost("connection lost inside a transaction")
-            if not alone:
+            if tx.lost is not None:
+                raise tx.lost
+            if guarded:
                 self._execute(cur, "RELEASE SAVEPOINT evq_tx", ())
             return value
         return None
+
+    def _noted(self, cur: Any, sql: str) -> Result:
+        """The result of a statement. The batch's first new auto-increment id is its probe
+        (see :class:`_CommitUnknown`); other inserted rows get a marker row before the commit."""
+        result = self._result(cur, sql)
+        if self._probe is None and result.rowcount:
+            table = insert_table(sql)
+            if table is not None:
+                desc = schema.BY_NAME.get(table)
+                auto = desc.auto_column if desc is not None else None
+                if auto is not None and result.lastrowid:
+                    self._probe = (table, auto.name, result.lastrowid)
+                else:
+                    self._unprobed = True
+        return result
+
+    def _mark_batch(self, cur: Any) -> str | None:
+        """Before committing a batch that inserted rows but no new id: insert a marker row, so
+        that a commit whose answer is lost can be told (a replay would insert those rows
+        twice, or fail on their unique key). Returns its name, to delete once committed."""
+        if not self.commit_can_be_unknown or self._probe is not None or not self._unprobed:
+            return None
+        name = f"commit_{uuid.uuid4().hex}"
+        self._execute(cur, _INSERT_MARKER, (name, now()))
+        self._probe = ("t_evqueue_claim", "claim_name", name)
+        return name
+
+    def _drop_marker(self, name: str | None) -> None:
+        """Queue the deletion of a committed batch's marker row (one left behind at shutdown
+        is purged by the garbage collector with the old claim rows)."""
+        if name is not None:
+            self._queue.put(_Item(_STMT, "DELETE FROM t_evqueue_claim WHERE claim_name = %s",
+                                  (name,)))
+
+    def _committed(self, conn: Any, unknown: _CommitUnknown) -> bool:
+        """Whether the batch whose commit lost its answer did commit: once the server has
+        ended the lost session, the probe row exists only if it did. A batch without a probe
+        (updates and deletes only) is replayed: that does the same again."""
+        cur = conn.cursor()
+        try:
+            deadline = time.monotonic() + self._retry_timeout
+            while unknown.session is not None and self._session_alive(cur, unknown.session):
+                if time.monotonic() > deadline:
+                    raise StorageUnavailable("the lost database session does not end")
+                self._stop.wait(RETRY_MIN)
+            if unknown.probe is None:
+                return False
+            table, column, value = unknown.probe
+            self._execute(cur, f"SELECT 1 FROM {table} WHERE {column} = %s", (value,))
+            return bool(cur.fetchall())
+        finally:
+            _rollback_quietly(conn)  # end the read's transaction: the next batch sees fresh data
+            _close_quietly(cur)
 
     def _statement_error(self, conn: Any, exc: Exception, sql: str, params: tuple[Any, ...]
                          ) -> StorageError:
@@ -379,7 +583,7 @@ class ThreadedStorage(Storage):
         if isinstance(exc, StorageError):
             return exc
         if self._lost(exc) or not self._tx_alive(conn):
-            raise ConnectionLost(str(exc)) from exc
+            raise ConnectionLost(str(exc), self._conflict(exc)) from exc
         return self._translate(conn, exc, sql, params)
 
     def _deliver(self, batch: list[_Item], outcomes: list[Any]) -> None:
@@ -413,9 +617,12 @@ class ThreadedStorage(Storage):
                 cur = conn.cursor()
                 try:
                     self._execute(cur, sql, params)
-                    return list(cur.fetchall())
+                    rows = list(cur.fetchall())
                 finally:
                     _close_quietly(cur)
+                if deadline is not None:
+                    self._mark_up()
+                return rows
             except StorageError:
                 raise
             except Exception as exc:
@@ -423,11 +630,12 @@ class ThreadedStorage(Storage):
                     raise self._translate(conn, exc, sql, params) from None
                 if conn is not None:
                     self._drop_reader(conn)
-                now = time.monotonic()
+                self._mark_down(exc)
+                moment = time.monotonic()
                 if deadline is None:
-                    deadline = now + self._retry_timeout
+                    deadline = moment + self._retry_timeout
                     continue  # reconnect once at once, then back off
-                if now >= deadline or self._stop.is_set():
+                if moment >= deadline or self._stop.is_set():
                     raise StorageUnavailable(str(exc)) from None
                 self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX)
@@ -486,6 +694,7 @@ class ThreadedStorage(Storage):
 
 MIGRATIONS: dict[int, Callable[[ThreadedStorage, Any], None]] = {
     1: ThreadedStorage._add_missing_indexes,
+    2: ThreadedStorage._add_missing_indexes,  # node_end, schedule_end, errors_end
 }
 
 

@@ -111,6 +111,9 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        #: Cut the next connection that sends ``COMMIT``, after passing it on to the server
+        #: ("forward": it commits, but its answer is lost) or without ("drop")
+        self.cut_commit: str | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port,
@@ -133,14 +136,24 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                       upstream: bool) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
+                    cut = upstream and self.cut_commit is not None and b"COMMIT" in data
+                    if cut:
+                        up_writer.transport.pause_reading()  # no answer goes back
+                    if not cut or self.cut_commit == "forward":
+                        dst.write(data)
+                        await dst.drain()
+                    if cut:
+                        self.cut_commit = None
+                        await asyncio.sleep(0.3)  # the server commits (or not) meanwhile
+                        writer.transport.abort()
+                        break
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers -= {writer, up_writer}
 
 

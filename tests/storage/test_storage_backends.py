@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 import time
 
 import pytest
@@ -204,8 +205,8 @@ async def test_transaction_commits_or_rolls_back(storage):
 
 
 async def test_a_failing_transaction_does_not_spoil_its_batch(storage):
-    """Batched with other writes, a failing transaction is undone alone (savepoint); alone in
-    its batch (the test above) it rolls the batch back."""
+    """Batched with other writes, a failing transaction is undone alone (the batch runs again
+    with a savepoint around it); alone in its batch (the test above) it rolls the batch back."""
     def fails(tx):
         tx.execute(ADD_QUEUE, ("x2", 1))
         raise ValueError("no")
@@ -445,36 +446,125 @@ async def test_mysql_reconnects_after_its_connections_are_killed(mysql_backend, 
     assert await storage.query("SELECT COUNT(*) FROM t_queue") == [(2,)]
 
 
-async def test_mysql_outage_keeps_writes_and_fails_waiting_callers(mysql_backend, proxy):
-    st = mysql_backend.make(port=proxy.port, retry_timeout=0.5)
+class Outage:
+    """Makes the database unusable for a storage and back: the MariaDB server goes away (a
+    proxy in between stops), or another process holds the SQLite file's write lock."""
+
+    def __init__(self, backend, proxy) -> None:
+        self.backend = backend
+        self.proxy = proxy
+        self._lock: sqlite3.Connection | None = None
+        self.on = False
+
+    def make(self, **kw):
+        if self.backend.name == "sqlite":
+            return self.backend.make(busy_timeout=0.05, **kw)
+        return self.backend.make(port=self.proxy.port, **kw)
+
+    async def begin(self) -> None:
+        self.on = True
+        if self.backend.name == "sqlite":
+            self._lock = sqlite3.connect(self.backend.target, isolation_level=None)
+            self._lock.execute("BEGIN EXCLUSIVE")
+        else:
+            await self.proxy.stop()
+
+    async def end(self) -> None:
+        if not self.on:
+            return
+        self.on = False
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        else:
+            await self.proxy.start()
+
+
+async def test_outage_keeps_writes_fails_waiting_callers_and_shows_in_health(backend, proxy,
+                                                                             caplog):
+    caplog.set_level(logging.INFO, logger="evqueue.storage")
+    outage = Outage(backend, proxy)
+    st = outage.make(retry_timeout=0.5)
     await st.open()
     try:
         await st.query("SELECT 1")
-        await proxy.stop()
+        assert st.health() | {"since": ""} == {
+            "backend": backend.name, "state": "ok", "since": "", "error": "", "outages": "0",
+            "pending_writes": "0"}
+        await outage.begin()
         for i in range(20):
             st.write(ADD_LOG, ("n", 1, str(i)))
+        kept = asyncio.ensure_future(st.transaction(
+            lambda tx: tx.execute(ADD_LOG, ("n", 1, "kept")).rowcount, keep=True))
         with pytest.raises(StorageUnavailable):
             await st.execute(ADD_LOG, ("n", 1, "lost"))
-        with pytest.raises(StorageUnavailable):
-            await st.query("SELECT 1")
-        await proxy.start()
-        await st.flush()
+        assert not kept.done()  # retried past retry_timeout, until the database is back
+        if backend.name == "mysql":  # SQLite readers (WAL) are not blocked by the lock
+            with pytest.raises(StorageUnavailable):
+                await st.query("SELECT 1")
+        health = st.health()
+        assert health["state"] == "unavailable" and DATETIME.match(health["since"])
+        assert health["error"] and health["outages"] == "1"
+        assert "Database unavailable (" in caplog.text
+        await outage.end()
+        assert await kept == 1
         rows = await st.query("SELECT log_message FROM t_log ORDER BY log_id")
-        assert [r[0] for r in rows] == [str(i) for i in range(20)]
+        assert [r[0] for r in rows] == [str(i) for i in range(20)] + ["kept"]
+        assert st.health()["state"] == "ok" and st.health()["outages"] == "1"
+        assert "Database available again after" in caplog.text
     finally:
+        await outage.end()
         await st.close()
 
 
-async def test_mysql_close_during_outage_gives_up_after_the_retry_time(mysql_backend, proxy,
-                                                                        caplog):
-    st = mysql_backend.make(port=proxy.port, retry_timeout=0.5)
+async def test_close_during_outage_gives_up_after_the_retry_time(backend, proxy, caplog):
+    outage = Outage(backend, proxy)
+    st = outage.make(retry_timeout=0.5)
     await st.open()
-    await proxy.stop()
-    st.write(ADD_LOG, ("n", 1, "doomed"))
-    started = time.monotonic()
-    await asyncio.wait_for(st.close(), 5)
-    assert time.monotonic() - started < 3
+    await outage.begin()
+    try:
+        st.write(ADD_LOG, ("n", 1, "doomed"))
+        kept = asyncio.ensure_future(st.transaction(
+            lambda tx: tx.execute(ADD_LOG, ("n", 1, "kept")), keep=True))
+        started = time.monotonic()
+        await asyncio.wait_for(st.close(), 5)
+        assert time.monotonic() - started < 3
+        with pytest.raises(StorageUnavailable):
+            await kept
+    finally:
+        await outage.end()
     assert "Database unavailable at shutdown: 1 queued writes lost" in caplog.text
+    assert backend.admin("SELECT COUNT(*) FROM t_log") == [(0,)]
+
+
+@pytest.mark.parametrize("lands", [True, False])
+@pytest.mark.parametrize("new_id", [True, False])
+async def test_mysql_commit_whose_answer_is_lost(mysql_backend, proxy, caplog, lands, new_id):
+    """The connection breaks after COMMIT was sent: once the server has ended that session,
+    the writer finds out whether the batch landed (a row it inserted with a new id exists, or
+    else a marker row it inserted for that purpose), and replays it only if not. Either way
+    the write is there once (a replay would break the unique key), as the caller was told."""
+    caplog.set_level(logging.INFO, logger="evqueue.storage")
+    st = mysql_backend.make(port=proxy.port)
+    await st.open()
+    try:
+        proxy.cut_commit = "forward" if lands else "drop"
+        if new_id:
+            result = await st.execute(ADD_QUEUE, ("once", 1))
+            expected = [(result.lastrowid,)]
+            rows = "SELECT queue_id FROM t_queue WHERE queue_name = 'once'"
+        else:
+            result = await st.execute("INSERT INTO t_evqueue_claim (claim_name, node_name) "
+                                      "VALUES ('once', 'n1')")
+            expected = [("once",)]
+            rows = "SELECT claim_name FROM t_evqueue_claim"  # the marker is gone
+        assert proxy.cut_commit is None  # the cut happened
+        assert result.rowcount == 1
+        await st.flush()
+        assert await st.query(rows) == expected
+        assert ("had landed" if lands else "did not land: replaying it") in caplog.text
+    finally:
+        await st.close()
 
 
 async def test_mysql_wait_db(mysql_backend, proxy, caplog):
