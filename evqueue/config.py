@@ -43,7 +43,9 @@ Keys added by this implementation (absent from evQueue 3.3):
 * ``ws.console.enable`` (default ``yes``): the built-in web console on the websocket port;
 * ``processmanager.ssh.key`` and ``processmanager.ssh.known_hosts`` (default empty): identity
   and known-hosts files for remote tasks run through paramiko; an empty known-hosts value
-  means the daemon user's usual known-hosts files, and unknown host keys are always rejected.
+  means the daemon user's usual known-hosts files. ``processmanager.ssh.unknown_hosts``:
+  ``reject`` (default) refuses hosts whose key is not known, ``accept`` trusts them on first
+  use and records their key; a changed key is always refused.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ _TABLE: tuple[Key, ...] = (
     Key("processmanager.agent.path", "/usr/bin/evqueue_agent", Kind.STR),
     Key("processmanager.ssh.key", "", Kind.PATH),
     Key("processmanager.ssh.known_hosts", "", Kind.PATH),
+    Key("processmanager.ssh.unknown_hosts", "reject", Kind.ENUM, choices=("reject", "accept")),
     # datastore.* (task output storage)
     Key("datastore.dom.maxsize", "500K", Kind.SIZE),
     Key("datastore.db.maxsize", "50M", Kind.SIZE),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -135,6 +136,8 @@ class Server:
         self.runner.resumed()
         self.scheduler.start()
         self.gc.start()
+        # after the forker started, so that it and the tasks keep the limit they had
+        _raise_fd_limit(cfg["network.connections.max"] + cfg["ws.connections.max"] + 256)
         await self.stream.start()
         await self.websocket.start()
         log.log(evqlog.NOTICE, "evqueue core started")
@@ -157,6 +160,8 @@ class Server:
         self.gc.stop()
         await self.stream.close_connections()
         await self.instances.suspend_all()
+        if self.runner.remote is not None:
+            await self.runner.remote.close()
         if self.spawner is not None:
             await self.spawner.close()
         await self.cluster.close()
@@ -212,3 +217,17 @@ class Server:
         """Hooks run when an instance terminates (not when suspended at shutdown)."""
         self.scheduler.instance_ended(inst)
         self.notifications.instance_ended(inst)
+
+
+def _raise_fd_limit(needed: int) -> None:
+    """Room for every connection the configuration allows: raise the soft RLIMIT_NOFILE
+    (within the hard limit), else accept() fails with EMFILE once per second in the logs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    new = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if new > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    if new < needed:
+        log.warning("Open files limited to %d by the hard limit: the %d connections allowed "
+                    "may not all be accepted", new, needed)

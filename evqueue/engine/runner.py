@@ -1,9 +1,10 @@
 """From a dequeued task to a process and back (workflow.md §4.4–§4.5, §4.9, §4.16, §6).
 
-The runner turns a task node into an invocation (argv, environment, stdin, working directory),
-hands it to the forker through the spawner, and turns the exit record into the task's outputs:
-files are read off the loop, truncated past ``datastore.db.maxsize``, sanitised, and moved to
-``t_datastore`` above ``datastore.dom.maxsize``. The forker forgets an exit, and its capture
+The runner turns a task node into an invocation (argv, environment, stdin, working directory), hands
+it to the forker through the spawner (a task with a host: to the SSH runner, process/ssh.py, created
+on the first remote task, which ends it the same way), and turns the exit record into the task's
+outputs: files are read off the loop, truncated past ``datastore.db.maxsize``, sanitised, and moved
+to ``t_datastore`` above ``datastore.dom.maxsize``. The forker forgets an exit, and its capture
 files are deleted, only once the instance savepoint holding it is committed
 (``Instances.exit_applied``): after a crash the exit is replayed and read again.
 """
@@ -23,10 +24,12 @@ from evqueue.engine.instance import Output, TaskRun, WorkflowInstance
 from evqueue.engine.queue_pool import Queue, UnknownQueue
 from evqueue.engine.wordexp import WordExpError, wordexp
 from evqueue.process.outputs import KINDS, output_path
+from evqueue.process.remote import REMOTE_LOST, RemoteSpec
 from evqueue.process.spawner import KILLTASK_NOTE, ExitRecord, Spawner, TaskSpec
 from evqueue.storage.base import now
 
 if TYPE_CHECKING:
+    from evqueue.process.ssh import RemoteRunner
     from evqueue.server import Server
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,8 @@ class Runner:
         self.db_max: int = cfg["datastore.db.maxsize"]
         self.dom_max: int = cfg["datastore.dom.maxsize"]
         self.spawner: Spawner | None = None
+        #: the SSH runner, created on the first remote task (see process/remote.py)
+        self.remote: RemoteRunner | None = None
         self.running: dict[int, TaskRun] = {}
         #: exits replayed by the forker before the instances were resumed
         self._early: dict[int, ExitRecord] | None = {}
@@ -111,10 +116,13 @@ class Runner:
         self.server.instances.respawning(inst, spec.tid)
         _background(self._spawning, self._spawn(queue, run, spec))
 
-    async def _spawn(self, queue: Queue, run: TaskRun, spec: TaskSpec) -> None:
+    async def _spawn(self, queue: Queue, run: TaskRun, spec: TaskSpec | RemoteSpec) -> None:
         assert self.spawner is not None
         try:
-            run.pid = await self.spawner.spawn(spec)
+            if isinstance(spec, RemoteSpec):
+                run.pid = await self._remote().spawn(spec)
+            else:
+                run.pid = await self.spawner.spawn(spec)
         except Exception as e:
             log.error("Could not start task %s: %s", spec.tid, e)
             self.running.pop(spec.tid, None)
@@ -123,6 +131,20 @@ class Runner:
             return
         if run.task.get("status") == "QUEUED":
             run.instance.started(run)
+
+    def _remote(self) -> RemoteRunner:
+        """The SSH runner, created (and paramiko imported) on the first remote task."""
+        if self.remote is None:
+            from evqueue.process.ssh import RemoteRunner
+
+            cfg = self.server.config
+            self.remote = RemoteRunner(
+                self.logs_dir, self.on_exit,
+                key_file=cfg["processmanager.ssh.key"] or cfg["processmanager.monitor.ssh_key"],
+                known_hosts=cfg["processmanager.ssh.known_hosts"],
+                accept_unknown=cfg["processmanager.ssh.unknown_hosts"] == "accept",
+                delete_scripts=self.delete_scripts, delete_logs=self.delete_logs)
+        return self.remote
 
     def knows_task(self, run: TaskRun) -> bool:
         """A task the previous daemon run spawned before its savepoint could say so (crash):
@@ -142,8 +164,9 @@ class Runner:
             raise InvocationError("Task has no valid evqid")
         return instance_id << _EVQID_BITS | evqid
 
-    def invocation(self, run: TaskRun) -> TaskSpec:
-        """Build argv/env/stdin/cwd of a task node (workflow.md §4.9)."""
+    def invocation(self, run: TaskRun) -> TaskSpec | RemoteSpec:
+        """Build argv/env/stdin/cwd of a task node (workflow.md §4.9), run over SSH when it
+        has a host (§4.10)."""
         task = run.task
         mode = task.get("parameters-mode", "CMDLINE")
         if mode not in ("CMDLINE", "ENV"):
@@ -154,26 +177,36 @@ class Runner:
         type_ = task.get("type", "BINARY")
         if type_ not in ("BINARY", "SCRIPT"):
             raise InvocationError(f"Unkown type {type_}")
-        agent = _flag(task, "use-agent")
+        _flag(task, "use-agent")  # checked as the original does; agentless SSH needs no agent
         merge = _flag(task, "merge-stderr")
-        remote = task.get("host") or run.instance.doc.get("host")  # §4.10: task, else launch
-        if remote and type_ == "SCRIPT" and not agent:
-            raise InvocationError("Script tasks cannot be remote without using evQueue agent")
-        if remote:
-            raise InvocationError("Remote execution (host) is not supported by this node")
         tid = self.tid_of(run.instance.id, task)
         inputs = task_inputs(task)
+        # §4.10: the task's host and user, else the launch's
+        owner = task if task.get("host") else run.instance.doc
+        if owner.get("host"):
+            script = (inputs.script or "").encode("utf-8") if type_ == "SCRIPT" else None
+            argv = [] if script is not None else self._program(task)
+            return RemoteSpec(
+                tid=tid, host=owner.get("host", ""), user=owner.get("user") or None,
+                argv=argv + inputs.arguments, env=inputs.environment or None,
+                cwd=task.get("wd") or None, stdin=inputs.stdin.encode("utf-8"),
+                script=script, merge_stderr=merge)
         if type_ == "SCRIPT":
             argv = [self._write_script(tid, inputs.script or "")]
         else:
-            argv = expand_words(task.get("path", ""))
-            if not argv[0].startswith("/"):
-                argv[0] = os.path.join(self.tasks_dir, argv[0])
+            argv = self._program(task)
         return TaskSpec(
             tid=tid, argv=argv + inputs.arguments, env=inputs.environment or None,
             cwd=task.get("wd") or None, stdin=inputs.stdin.encode("utf-8"),
             merge_stderr=merge,
         )
+
+    def _program(self, task: etree._Element) -> list[str]:
+        """The expanded path words, the program prefixed with the tasks directory (§4.9.5)."""
+        argv = expand_words(task.get("path", ""))
+        if not argv[0].startswith("/"):
+            argv[0] = os.path.join(self.tasks_dir, argv[0])
+        return argv
 
     def _write_script(self, tid: int, text: str) -> str:
         path = os.path.join(self.scripts_dir, f"{tid}.script")
@@ -236,6 +269,8 @@ class Runner:
         assert self.spawner is not None
         pending = self.spawner.knows(tid)
         self.spawner.ack(tid)
+        if self.remote is not None:
+            pending |= self.remote.ack(tid)
         if self.delete_logs and pending and not self.spawner.knows(tid):  # not running again
             for kind in KINDS:
                 _unlink(output_path(self.logs_dir, tid, kind))
@@ -328,6 +363,8 @@ class Runner:
 
     def lost(self, inst: WorkflowInstance, task: etree._Element, message: str) -> None:
         """An EXECUTING task nobody knows any more: it failed with retval -1."""
+        if task.get("host") or inst.doc.get("host"):
+            message += REMOTE_LOST
         run = TaskRun(inst, task)
         job = task.getparent().getparent()
         inst._count(job, "running_tasks", 1)
@@ -338,7 +375,10 @@ class Runner:
     async def kill(self, run: TaskRun) -> None:
         """``killtask``: SIGKILL the task's process group, noting it in its stderr."""
         assert self.spawner is not None
-        await self.spawner.kill(run.tid, note=KILLTASK_NOTE)
+        if self.remote is not None and self.remote.handles(run.tid):
+            await self.remote.kill(run.tid, note=KILLTASK_NOTE)
+        else:
+            await self.spawner.kill(run.tid, note=KILLTASK_NOTE)
 
 
 
