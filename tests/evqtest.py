@@ -18,6 +18,18 @@ from lxml import etree
 from evqueue.client import Client
 
 TASKS = Path(__file__).parent / "data" / "tasks"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def start_chromium(profile: str, url: str = "about:blank") -> subprocess.Popen[bytes]:
+    """Debian's Chromium, headless, on its own profile directory and process group, with a
+    DevTools port chosen by the browser (written to ``profile``/DevToolsActivePort)."""
+    return subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--window-size=1366,768", f"--user-data-dir={profile}",
+         "--remote-debugging-port=0", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def free_ports(n: int) -> list[int]:

@@ -3,7 +3,7 @@
 Same session as TCP (challenge, ``<auth>``, ready), one XML document per text message and no
 newline. ``api`` answers queries one at a time, in order; ``events`` registers subscriptions
 whose API command is re-run, as the subscriber, whenever the event fires. Failures close with
-1011 and the reason. Plain HTTP gets 403.
+1011 and the reason. Plain HTTP gets the web console (evqueue/console) or 403.
 
 Fan-out stays cheap for the engine: throttled subscribers read a shared event log when they may
 push rather than being called per event (api/subscriptions.py), and a read-only API command is
@@ -28,6 +28,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from evqueue import console
 from evqueue.api.dispatch import dispatch
 from evqueue.api.subscriptions import EventLog, EventsSession, Push, push_attributes
 from evqueue.engine.users import User
@@ -140,10 +141,15 @@ class WebsocketListener:
             await self._ws.wait_closed()
             self._ws = None
 
-    @staticmethod
-    def _process_request(connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Websocket upgrades go on; plain GETs get the console's files (``ws.console.enable``)
+        or, like the original, 403."""
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return None
+        if self.server.config["ws.console.enable"]:
+            page = console.response(request.path)
+            if page is not None:
+                return page
         return connection.respond(HTTPStatus.FORBIDDEN, "Forbidden")
 
     async def _handle(self, ws: ServerConnection) -> None:

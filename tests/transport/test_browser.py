@@ -10,16 +10,14 @@ import os
 import queue
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from evqtest import create_workflow, one_task
+from evqtest import CHROMIUM, create_workflow, one_task, start_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGE = Path(__file__).parent.parent / "data" / "www" / "events.html"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
@@ -60,11 +58,7 @@ def test_browser_receives_a_push(daemon):
     profile = tempfile.mkdtemp(prefix="evqchrome")
     url = (f"http://127.0.0.1:{httpd.server_port}/events.html"
            f"?ws=ws://127.0.0.1:{daemon.ws_port}/")
-    browser = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-port=0", url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    browser = start_chromium(profile, url)
     try:
         path, args = reports.get(timeout=30)
         assert path == "/subscribed" and args["protocol"] == "events"
