@@ -27,6 +27,11 @@ from lxml import etree
 _INT_MIN = -(2**31)
 _INT_MAX = 2**31 - 1
 _MAX_DEPTH = 64  # nesting of parentheses, predicates and calls accepted by the parser
+#: longest expression accepted (ours: the original has no limit)
+MAX_EXPRESSION = 4096
+_CACHED_LENGTH = 512  # longer expressions are compiled at each use
+#: work units (nodes walked or filtered) one evaluation may spend: some 30 ms
+MAX_WORK = 100_000
 
 
 # --------------------------------------------------------------------------- errors
@@ -705,17 +710,33 @@ _LEVELS = (
 
 
 class _Run:
-    """The state of one evaluation."""
+    """The state of one evaluation. ``budget`` is the work left (:data:`MAX_WORK`): nested
+    descendant steps and predicates cost the product of the document sizes, and the loop
+    must not be held for minutes by one ``xpathfilter``."""
 
-    __slots__ = ("context", "scope", "functions")
+    __slots__ = ("context", "scope", "functions", "budget", "_doc_size")
 
     def __init__(self, context: Node, scope: WorkflowScope | None) -> None:
         self.context = context
         self.scope = scope
+        self.budget = MAX_WORK
+        self._doc_size = 0
         if scope is None:
             self.functions = _CORE
         else:
             self.functions = _ROOT_SITE if scope.job_lookup else _INSTANCE_SITE
+
+    def charge(self, work: int) -> None:
+        """Spend ``work`` units of the budget; an ordinary XPath error once it is gone."""
+        self.budget -= work
+        if self.budget < 0:
+            raise XPathError("Expression too complex to evaluate", "XPath Eval")
+
+    def doc_size(self) -> int:
+        """Elements of the context's document: the cost charged for a descendant walk."""
+        if not self._doc_size:
+            self._doc_size = sum(1 for _ in document_of(self.context).root.iter()) + 1
+        return self._doc_size
 
     # -- expressions and operators
     def expr(self, expr: _Expr, frame: _Frame) -> _Arg:
@@ -801,6 +822,7 @@ class _Run:
         if not isinstance(value, Seq):
             raise XPathError(
                 f"Path step at character {step.pos} can only be applied to a sequence")
+        self.charge(len(value) * (self.doc_size() if descendant else 1))
         if descendant and step.kind == "name":
             result = Seq()
             for item in value:
@@ -849,6 +871,7 @@ class _Run:
             n = predicate.index
             return Seq([value[n - 1]]) if 1 <= n <= len(value) else Seq()
         size = len(value)
+        self.charge(size)
         kept = Seq()
         for position, item in enumerate(value, 1):
             result, pos = self.expr(predicate, _Frame(item, position, size))
@@ -1251,15 +1274,31 @@ class XPath:
         return value[0]
 
 
-@lru_cache(maxsize=4096)
 def compile_xpath(expression: str) -> XPath:
-    """Parse ``expression``; raises :class:`XPathError` (context ``XPath Parser``)."""
+    """Parse ``expression``; raises :class:`XPathError` (context ``XPath Parser``).
+    Expressions longer than :data:`MAX_EXPRESSION` are refused (a client's 16 MB
+    ``xpathfilter`` would hold the event loop for minutes), and only short ones are cached
+    (the cache must not keep thousands of large trees alive)."""
+    if len(expression) > MAX_EXPRESSION:
+        error = XPathError(f"Expression longer than {MAX_EXPRESSION} characters",
+                           "XPath Parser")
+        error.expression = expression[:64] + "..."
+        raise error
+    if len(expression) > _CACHED_LENGTH:
+        return _compile(expression)
+    return _compile_cached(expression)
+
+
+def _compile(expression: str) -> XPath:
     try:
         parser = _Parser(_tokenize(expression))
         return XPath(expression, parser.expression(frozenset(), None))
     except XPathError as e:
         e.expression = expression
         raise
+
+
+_compile_cached = lru_cache(maxsize=4096)(_compile)
 
 
 def evaluate(expression: str, context: Node, scope: WorkflowScope | None = None) -> Value:
