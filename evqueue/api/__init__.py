@@ -12,6 +12,7 @@ from evqueue.api import (  # noqa: F401  (imported for their handler registratio
     logs,
     notification,
     ping,
+    processmanager,
     queue,
     retry_schedule,
     statistics,
