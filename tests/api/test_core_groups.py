@@ -123,8 +123,13 @@ def test_instance_rights_matrix(env):
             readable = "read" in rights
             listed = bob.query('<instances action="list" />')
             assert (int(listed.get("rows")) > 0) == readable, rights
-            status = bob.query('<status action="query" type="workflows" />')
-            assert status.get("count") == "1"  # the unfiltered number of live instances
+            # the unfiltered number of live instances: the slow one, once the quick ones bob
+            # launched (launch, debugresume) have ended
+            deadline = time.monotonic() + 10
+            while (status := bob.query('<status action="query" type="workflows" />')) \
+                    .get("count") != "1" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert status.get("count") == "1"
             assert len(status) == (1 if readable else 0), rights
     admin.query(f'<instance action="killtask" id="{r}" pid="{pid}" />')
     doc = wait_terminated(admin, r)
