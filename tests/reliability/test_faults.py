@@ -10,9 +10,11 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 
+import pytest
 from evqtest import create_workflow, one_task, wait_terminated
 from rawapi import no_tracebacks, ping_ok
 
@@ -251,3 +253,70 @@ def test_many_tasks_with_large_outputs(make_daemon) -> None:
 def _rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def _mount_tmpfs(path: str, size: str) -> bool:
+    """A small filesystem of our own to fill up (root only; False where mounting is denied)."""
+    if os.geteuid() != 0:
+        return False
+    os.makedirs(path, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                          capture_output=True)
+    return done.returncode == 0
+
+
+def test_sqlite_disk_full(make_daemon, tmp_path) -> None:
+    """The database's filesystem fills up: the daemon keeps answering, reports the condition,
+    and the launches asked meanwhile all happen once space is back."""
+    mnt = str(tmp_path / "small")
+    if not _mount_tmpfs(mnt, "8m"):
+        pytest.skip("needs root and tmpfs mounts to fill a filesystem")
+    try:
+        d = make_daemon(**{"sqlite.path": os.path.join(mnt, "evqueue.db")})
+        with d.client() as c:
+            create_workflow(c, "quick", one_task("/bin/echo", "hi"))
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:  # every free block
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        ids: list[int] = []
+        errors: list[BaseException] = []
+
+        def launches() -> None:
+            try:
+                with d.client() as c:
+                    for _ in range(20):  # enough rows to need new pages
+                        ids.append(int(c.query('<instance action="launch" name="quick"/>')
+                                       .get("workflow-instance-id")))
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        t = threading.Thread(target=launches)
+        t.start()
+        states = set()
+        with d.client() as c:
+            deadline = time.monotonic() + 10
+            while "unavailable" not in states and time.monotonic() < deadline:
+                ping_ok(d)
+                states.add(c.query('<status action="query" type="database"/>')
+                           .find("database").get("state"))
+                time.sleep(0.2)
+        os.unlink(filler)
+        t.join(60)
+        assert not errors, errors
+        assert len(ids) == 20 and len(set(ids)) == 20
+        with d.client() as c:
+            for iid in ids:
+                assert wait_terminated(c, iid).find(".//output").text == "hi\n"
+        log = d.log()
+        assert "unavailable" in states, log[-3000:]
+        assert "Database unavailable (database or disk is full)" in log, log[-3000:]
+        assert "Database available again" in log, log[-3000:]
+        no_tracebacks(d)
+        d.stop()
+    finally:
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
