@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lxml import etree
 
-from evqueue.client import Client
+from evqueue.client import Client, EvqError
 
 TASKS = Path(__file__).parent / "data" / "tasks"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -167,3 +171,50 @@ def wait_retrying(client: Client, instance_id: int, timeout: float = 5) -> etree
         if time.monotonic() > deadline:
             raise AssertionError(f"instance {instance_id}: task not waiting for a retry")
         time.sleep(0.02)
+
+
+def launch(client: Client, name: str, **parameters: object) -> int:
+    """Launch workflow ``name`` with these parameters; returns the instance id."""
+    body = "".join(f'<parameter name="{k}" value="{v}"/>' for k, v in parameters.items())
+    return int(client.query(f'<instance action="launch" name="{name}">{body}</instance>')
+               .get("workflow-instance-id"))
+
+
+def launch_through_kills(d: Daemon, launch_n: Callable[[Client, int], int],
+                         rng: random.Random, *, rounds: int, connections: int,
+                         up: tuple[float, float], down: float = 0.0,
+                         pace: float = 0.0) -> dict[int, int]:
+    """Launch instances numbered 0, 1, ... (``launch_n(client, n)`` returns the id) over
+    ``connections`` connections while, ``rounds`` times, the daemon is killed -9 after a
+    random time within ``up`` and started again (after up to ``down`` seconds without a
+    daemon, so that tasks end meanwhile). Returns id → number of every answered launch."""
+    answered: dict[int, int] = {}
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def launcher(stop: threading.Event) -> None:
+        try:
+            with d.client() as c:
+                while not stop.is_set():
+                    with lock:
+                        n = next(counter)
+                    answered[launch_n(c, n)] = n
+                    if pace:
+                        time.sleep(rng.uniform(0, pace))
+        except (OSError, EvqError):
+            pass  # the daemon was killed under us
+
+    for _ in range(rounds):
+        stop = threading.Event()
+        threads = [threading.Thread(target=launcher, args=(stop,)) for _ in range(connections)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(*up))
+        d.stop(signal.SIGKILL)
+        stop.set()
+        for t in threads:
+            t.join()
+        if down:
+            time.sleep(rng.uniform(0, down))
+        d.start()
+    return answered

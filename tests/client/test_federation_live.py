@@ -19,8 +19,7 @@ def test_federation_survives_a_dead_node(make_daemon):
     with Federation([d.url for d in daemons], "admin", "admin", timeout=10) as fed:
         for i in range(30):
             if i == 10:
-                daemons[1].proc.send_signal(signal.SIGKILL)
-                daemons[1].proc.wait()
+                daemons[1].stop(signal.SIGKILL)
             fed.launch("w", comment=f"launch-{i}")
         stats = fed.statistics()
         assert fed.unreachable.keys() == {daemons[1].url}

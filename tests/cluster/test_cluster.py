@@ -121,8 +121,7 @@ def test_any_schedule_runs_exactly_once_per_second_across_nodes(cluster):
                     "workflow_schedule_id = %s ORDER BY workflow_instance_id DESC LIMIT 1",
                     (sid,))
     victim = nodes[int(node[1:]) - 1]  # the node that ran it last
-    victim.proc.send_signal(signal.SIGKILL)
-    victim.proc.wait()
+    victim.stop(signal.SIGKILL)
     time.sleep(5)
     end = time.time()
     rows = _sql(database, "SELECT UNIX_TIMESTAMP(workflow_instance_start), node_name FROM "
@@ -163,8 +162,7 @@ def test_any_schedule_skips_while_it_runs_and_survives_its_runner_killed(cluster
         assert start >= end, rows  # the next run started after the previous one ended
     orphan, owner = rows[-1][0], rows[-1][1]
     victim = nodes[int(owner[1:]) - 1]
-    victim.proc.send_signal(signal.SIGKILL)
-    victim.proc.wait()
+    victim.stop(signal.SIGKILL)
     killed = time.time()
     deadline = time.monotonic() + LEASE_TTL + 5
     while not _sql(database, query.replace("ORDER", "AND workflow_instance_id > %s ORDER"),

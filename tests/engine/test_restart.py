@@ -8,12 +8,11 @@ import collections
 import os
 import random
 import signal
-import threading
 import time
 
-from evqtest import create_workflow, wait_retrying, wait_terminated
+from evqtest import create_workflow, launch, launch_through_kills, wait_retrying, wait_terminated
 
-from evqueue.client import Client, EvqError
+from evqueue.client import Client
 
 N = 200
 
@@ -48,8 +47,7 @@ def _check_all(client: Client, ids: list[int], log: str) -> None:
 
 
 def _launch(client: Client, n: int, name: str = "w") -> int:
-    return int(client.query(f'<instance action="launch" name="{name}"><parameter name="n" '
-                            f'value="{n}"/></instance>').get("workflow-instance-id"))
+    return launch(client, name, n=n)
 
 
 def _setup(make_daemon, script: str = "sleep 1; ", **config: str) -> tuple:
@@ -61,12 +59,6 @@ def _setup(make_daemon, script: str = "sleep 1; ", **config: str) -> tuple:
                 'dynamic="no" />')
         create_workflow(c, "w", _workflow(log, script))
     return d, log
-
-
-def _kill_9(d) -> None:
-    d.proc.send_signal(signal.SIGKILL)
-    d.proc.wait()
-    d.stderr.close()
 
 
 def _running_tasks(c: Client, queue: str) -> int:
@@ -84,7 +76,7 @@ def test_kill_9_with_200_running_tasks(make_daemon):
                 break
             time.sleep(0.02)
     time.sleep(0.2)  # let the write-behind savepoint see the tasks running
-    _kill_9(d)
+    d.stop(signal.SIGKILL)
     time.sleep(1.5)
     d.start()
     with d.client() as c:
@@ -96,7 +88,7 @@ def test_kill_9_right_after_launching(make_daemon):
     d, log = _setup(make_daemon)
     with d.client() as c:
         ids = [_launch(c, n) for n in range(60)]
-    _kill_9(d)
+    d.stop(signal.SIGKILL)
     d.start()
     with d.client() as c:
         _check_all(c, ids, log)
@@ -110,31 +102,7 @@ def test_kill_9_at_random_moments(make_daemon):
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
-    answered: dict[int, int] = {}
-    counter = iter(range(1 << 30))
-    lock = threading.Lock()
-
-    def launcher(stop: threading.Event) -> None:
-        try:
-            with d.client() as c:
-                while not stop.is_set():
-                    with lock:
-                        n = next(counter)
-                    answered[_launch(c, n)] = n
-        except (OSError, EvqError):
-            pass  # the daemon was killed under us
-
-    for _ in range(3):
-        stop = threading.Event()
-        threads = [threading.Thread(target=launcher, args=(stop,)) for _ in range(2)]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(0.05, 0.6))
-        _kill_9(d)
-        stop.set()
-        for t in threads:
-            t.join()
-        d.start()
+    answered = launch_through_kills(d, _launch, rng, rounds=3, connections=2, up=(0.05, 0.6))
     with d.client() as c:
         rows = c.query('<instances action="list" limit="100000" />')
         assert set(answered) <= {int(r.get("id")) for r in rows}, seed

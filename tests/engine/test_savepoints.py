@@ -211,9 +211,7 @@ def test_level_3_resumes_from_the_last_state_after_kill_9(make_daemon):
             if _rows(d)[iid][3].find(".//task").get("status") == "EXECUTING":
                 break
             time.sleep(0.02)
-    d.proc.send_signal(signal.SIGKILL)
-    d.proc.wait()
-    d.stderr.close()
+    d.stop(signal.SIGKILL)
     d.start()
     with d.client() as c:
         doc = wait_terminated(c, iid)

@@ -15,10 +15,10 @@ import threading
 import time
 
 import pytest
-from evqtest import create_workflow, one_task, wait_terminated
+from evqtest import create_workflow, launch, launch_through_kills, one_task, wait_terminated
 from rawapi import no_tracebacks, ping_ok
 
-from evqueue.client import Client, EvqError
+from evqueue.client import Client
 
 #: kill -9 rounds, tasks and output size of the large-output test (bigger values for a
 #: manual run: EVQ_KILL_ROUNDS=20 EVQ_TASKS=10000)
@@ -46,8 +46,7 @@ def _scheduled_workflow(log: str) -> str:
 
 
 def _launch(c: Client, n: int) -> int:
-    return int(c.query(f'<instance action="launch" name="w"><parameter name="n" value="{n}"/>'
-                       "</instance>").get("workflow-instance-id"))
+    return launch(c, "w", n=n)
 
 
 def test_kill_9_at_random_moments_with_schedules(make_daemon) -> None:
@@ -67,35 +66,8 @@ def test_kill_9_at_random_moments_with_schedules(make_daemon) -> None:
                                'active="yes" comment=""/>').get("schedule-id"))
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    answered: dict[int, int] = {}
-    counter = iter(range(1 << 30))
-    lock = threading.Lock()
-
-    def launcher(stop: threading.Event) -> None:
-        try:
-            with d.client() as c:
-                while not stop.is_set():
-                    with lock:
-                        n = next(counter)
-                    answered[_launch(c, n)] = n
-                    time.sleep(rng.uniform(0, 0.02))
-        except (OSError, EvqError):
-            pass  # killed under us
-
-    for _ in range(KILL_ROUNDS):
-        stop = threading.Event()
-        threads = [threading.Thread(target=launcher, args=(stop,)) for _ in range(3)]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(0.3, 2.5))
-        d.proc.send_signal(signal.SIGKILL)
-        d.proc.wait()
-        d.stderr.close()
-        stop.set()
-        for t in threads:
-            t.join()
-        time.sleep(rng.uniform(0, 0.5))  # tasks end while no daemon runs
-        d.start()
+    answered = launch_through_kills(d, _launch, rng, rounds=KILL_ROUNDS, connections=3,
+                                    up=(0.3, 2.5), down=0.5, pace=0.02)
     with d.client() as c:
         c.query(f'<workflow_schedule action="edit" id="{schedule}" workflow_id="{sid}" '
                 'node="localhost" schedule=";;;;;" onfailure="CONTINUE" active="no" '
