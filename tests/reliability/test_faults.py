@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from evqtest import create_workflow, launch, launch_through_kills, one_task, wait_terminated
@@ -101,6 +102,47 @@ def test_kill_9_at_random_moments_with_schedules(make_daemon) -> None:
           f"{len(scheduled)} scheduled instances, each ran once, 0 lost")
 
 
+def _launches_through_outage(d, launches: int, hold: float,
+                             end_outage: Callable[[], None]) -> set[str]:
+    """While the database is unavailable, ``launches`` launches of ``quick`` (echo hi) on
+    another connection; pings and ``status type="database"`` keep answering (polled for at
+    least ``hold`` seconds and until the outage shows, 10 s at most past ``hold``). Then
+    ``end_outage()``: every launch is answered, with distinct ids, and runs once. Returns the
+    states the status reported."""
+    ids: list[int] = []
+    errors: list[BaseException] = []
+
+    def launcher() -> None:
+        try:
+            with d.client() as c:
+                for _ in range(launches):
+                    ids.append(launch(c, "quick"))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=launcher)
+    t.start()
+    t0 = time.monotonic()
+    states: set[str] = set()
+    try:
+        with d.client() as c:
+            while time.monotonic() - t0 < hold or (
+                    "unavailable" not in states and time.monotonic() - t0 < hold + 10):
+                ping_ok(d)  # the loop is never blocked by the database
+                states.add(c.query('<status action="query" type="database"/>')
+                           .find("database").get("state"))
+                time.sleep(0.2)
+    finally:
+        end_outage()
+    t.join(60)
+    assert not errors, errors
+    assert len(ids) == launches and len(set(ids)) == launches
+    with d.client() as c:
+        for iid in ids:
+            assert wait_terminated(c, iid).find(".//output").text == "hi\n"
+    return states
+
+
 def test_sqlite_file_locked(make_daemon) -> None:
     """Another process holds the write lock for longer than the busy timeout: queries that
     read still answer, writes wait and retry, the condition is logged, and once the lock
@@ -110,39 +152,13 @@ def test_sqlite_file_locked(make_daemon) -> None:
         create_workflow(c, "quick", one_task("/bin/echo", "hi"))
     holder = sqlite3.connect(os.path.join(d.root, "evqueue.db"), isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
-    ids: list[int] = []
-    errors: list[BaseException] = []
 
-    def launches() -> None:
-        try:
-            with d.client() as c:
-                for _ in range(5):
-                    ids.append(int(c.query('<instance action="launch" name="quick"/>')
-                                   .get("workflow-instance-id")))
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    t = threading.Thread(target=launches)
-    t.start()
-    t0 = time.monotonic()
-    states = set()
-    try:
-        with d.client() as c:
-            while time.monotonic() - t0 < 8:
-                ping_ok(d)  # the loop is never blocked by the database
-                health = c.query('<status action="query" type="database"/>').find("database")
-                states.add(health.get("state"))
-                time.sleep(0.5)
-    finally:
+    def release() -> None:
         holder.execute("ROLLBACK")
         holder.close()
-    t.join(60)
-    assert not errors, errors
-    assert len(ids) == 5
+
+    states = _launches_through_outage(d, 5, 8, release)
     with d.client() as c:
-        for iid in ids:
-            doc = wait_terminated(c, iid)
-            assert doc.find(".//output").text == "hi\n"
         c.query('<queue action="create" name="after" concurrency="1" scheduler="default" '
                 'dynamic="no"/>')  # writes work again
     log = d.log()
@@ -255,35 +271,8 @@ def test_sqlite_disk_full(make_daemon, tmp_path) -> None:
                     f.flush()
             except OSError:
                 pass
-        ids: list[int] = []
-        errors: list[BaseException] = []
-
-        def launches() -> None:
-            try:
-                with d.client() as c:
-                    for _ in range(20):  # enough rows to need new pages
-                        ids.append(int(c.query('<instance action="launch" name="quick"/>')
-                                       .get("workflow-instance-id")))
-            except BaseException as e:  # reported below
-                errors.append(e)
-
-        t = threading.Thread(target=launches)
-        t.start()
-        states = set()
-        with d.client() as c:
-            deadline = time.monotonic() + 10
-            while "unavailable" not in states and time.monotonic() < deadline:
-                ping_ok(d)
-                states.add(c.query('<status action="query" type="database"/>')
-                           .find("database").get("state"))
-                time.sleep(0.2)
-        os.unlink(filler)
-        t.join(60)
-        assert not errors, errors
-        assert len(ids) == 20 and len(set(ids)) == 20
-        with d.client() as c:
-            for iid in ids:
-                assert wait_terminated(c, iid).find(".//output").text == "hi\n"
+        # 20 launches: enough rows to need new pages
+        states = _launches_through_outage(d, 20, 0, lambda: os.unlink(filler))
         log = d.log()
         assert "unavailable" in states, log[-3000:]
         assert "Database unavailable (database or disk is full)" in log, log[-3000:]
