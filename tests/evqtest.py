@@ -161,16 +161,31 @@ def wait_terminated(client: Client, instance_id: int, timeout: float = 30) -> et
         time.sleep(0.05)
 
 
-def wait_retrying(client: Client, instance_id: int, timeout: float = 5) -> etree._Element:
-    """Poll until the instance's first task waits for a retry (has ``retry_at``); returns it."""
+def wait_task(client: Client, instance_id: int, ready: Callable[[etree._Element], object],
+              what: str, timeout: float = 5) -> etree._Element:
+    """Poll until the instance's first task is ``ready``; returns it (``what`` names the wait
+    in the failure)."""
     deadline = time.monotonic() + timeout
     while True:
         task = client.query(f'<instance action="query" id="{instance_id}" />').find(".//task")
-        if task.get("retry_at"):
+        if ready(task):
             return task
         if time.monotonic() > deadline:
-            raise AssertionError(f"instance {instance_id}: task not waiting for a retry")
+            raise AssertionError(f"instance {instance_id}: task not {what}")
         time.sleep(0.02)
+
+
+def wait_retrying(client: Client, instance_id: int, timeout: float = 5) -> etree._Element:
+    """Poll until the instance's first task waits for a retry (has ``retry_at``); returns it."""
+    return wait_task(client, instance_id, lambda t: t.get("retry_at"),
+                     "waiting for a retry", timeout)
+
+
+def wait_executing(client: Client, instance_id: int, timeout: float = 5) -> etree._Element:
+    """Poll until the instance's first task runs (EXECUTING, with its tid and pid)."""
+    return wait_task(client, instance_id,
+                     lambda t: t.get("status") == "EXECUTING" and t.get("pid"),
+                     "executing", timeout)
 
 
 def launch(client: Client, name: str, **parameters: object) -> int:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from evqtest import create_workflow, wait_terminated
+from evqtest import create_workflow, launch, wait_executing, wait_terminated
+from lxml import etree
 
 from evqueue.client import EvqError
 
@@ -16,31 +17,26 @@ TALKER = ('<workflow><subjobs><job><tasks><task path="/bin/sh" queue="default">'
           '</task></tasks></job></subjobs></workflow>')
 
 
-def _executing_task(c, iid: int):
-    for _ in range(200):
-        task = c.query(f'<instance action="query" id="{iid}" />').find(".//task")
-        if task.get("tid") and task.get("status") == "EXECUTING":
-            return task
-        time.sleep(0.02)
-    raise AssertionError("task not executing")
-
-
 def _tail(c, tid: str, kind: str) -> str:
     response = c.query(f'<processmanager action="tail" tid="{tid}" type="{kind}" />')
     return response.text or ""
 
 
+def _talking_task(c) -> tuple[int, etree._Element]:
+    """Launch TALKER; returns its instance id and its task once both lines are written."""
+    create_workflow(c, "talk", TALKER)
+    iid = launch(c, "talk")
+    task = wait_executing(c, iid)
+    deadline = time.monotonic() + 5
+    while not _tail(c, task.get("tid"), "stderr") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return iid, task
+
+
 def test_tail_of_a_running_task(daemon):
     with daemon.client() as c:
-        create_workflow(c, "talk", TALKER)
-        iid = int(c.query('<instance action="launch" name="talk" />')
-                  .get("workflow-instance-id"))
-        task = _executing_task(c, iid)
+        iid, task = _talking_task(c)
         tid = task.get("tid")
-        for _ in range(100):
-            if _tail(c, tid, "stderr"):
-                break
-            time.sleep(0.02)
         assert _tail(c, tid, "stdout") == "out-line\n"
         assert _tail(c, tid, "stderr") == "err-line\n"
         assert _tail(c, tid, "log") == ""  # never written to fd 3: empty, not an error
@@ -61,14 +57,7 @@ def test_tail_of_a_running_task(daemon):
 def test_tail_is_cut_to_the_configured_size(make_daemon):
     d = make_daemon(**{"processmanager.logs.tailsize": "4"})
     with d.client() as c:
-        create_workflow(c, "talk", TALKER)
-        iid = int(c.query('<instance action="launch" name="talk" />')
-                  .get("workflow-instance-id"))
-        task = _executing_task(c, iid)
-        for _ in range(100):
-            if _tail(c, task.get("tid"), "stdout"):
-                break
-            time.sleep(0.02)
+        iid, task = _talking_task(c)
         assert _tail(c, task.get("tid"), "stdout") == "ine\n"
         c.query(f'<instance action="cancel" id="{iid}" />')
         c.query(f'<instance action="killtask" id="{iid}" pid="{task.get("pid")}" />')

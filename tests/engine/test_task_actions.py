@@ -3,10 +3,15 @@ and ``skiptask`` unblock a job whose task failed or waits for a retry."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from evqtest import create_workflow, wait_retrying, wait_terminated
+from evqtest import (
+    create_workflow,
+    launch,
+    wait_executing,
+    wait_retrying,
+    wait_task,
+    wait_terminated,
+)
 
 from evqueue.client import EvqError
 
@@ -20,24 +25,25 @@ FAILING_THEN_NEXT = (
 )
 
 
-def _launch(c, name: str) -> int:
-    return int(c.query(f'<instance action="launch" name="{name}" />')
-               .get("workflow-instance-id"))
-
-
-def _next_stdout(doc) -> str:
+def _next_stdout(doc) -> str | None:
     output = doc.find("subjobs/job/subjobs/job/tasks/task/output")
     return output.text if output is not None else None
 
 
+def _act_on_retrying_task(c, action: str, retry_times: int):
+    """Launch FAILING_THEN_NEXT, apply ``action`` to its task once it waits for a retry, and
+    return the ended instance's document."""
+    create_workflow(c, "w", FAILING_THEN_NEXT.format(
+        retry=f'retry_delay="100" retry_times="{retry_times}"'))
+    iid = launch(c, "w")
+    task = wait_retrying(c, iid)
+    c.query(f'<instance action="{action}" id="{iid}" evqid="{task.get("evqid")}" />')
+    return wait_terminated(c, iid, timeout=10)
+
+
 def test_skip_a_task_waiting_for_its_retry(daemon):
     with daemon.client() as c:
-        create_workflow(c, "w", FAILING_THEN_NEXT.format(
-            retry='retry_delay="100" retry_times="2"'))
-        iid = _launch(c, "w")
-        task = wait_retrying(c, iid)
-        c.query(f'<instance action="skiptask" id="{iid}" evqid="{task.get("evqid")}" />')
-        doc = wait_terminated(c, iid, timeout=10)
+        doc = _act_on_retrying_task(c, "skiptask", 2)
     skipped = doc.find("subjobs/job/tasks/task")
     assert skipped.get("status") == "SKIPPED"
     assert skipped.get("retry_at") is None  # no retry is announced any more
@@ -55,21 +61,13 @@ def test_retry_a_failed_task_then_skip_it(daemon):
         c.query('<queue action="create" name="keep" concurrency="1" scheduler="fifo" '
                 'dynamic="no" />')
         create_workflow(c, "w", xml)
-        iid = _launch(c, "w")
-        query = f'<instance action="query" id="{iid}" />'
-        for _ in range(100):
-            task = c.query(query)[0].find("subjobs/job/tasks/task")
-            if task.get("status") == "TERMINATED":
-                break
-            time.sleep(0.02)
+        iid = launch(c, "w")
+        task = wait_task(c, iid, lambda t: t.get("status") == "TERMINATED", "failed")
         evqid = task.get("evqid")
         c.query(f'<instance action="retrytask" id="{iid}" evqid="{evqid}" />')
-        for _ in range(100):
-            task = c.query(query)[0].find("subjobs/job/tasks/task")
-            if len(task.findall("output")) == 2 and task.get("status") == "TERMINATED":
-                break
-            time.sleep(0.02)
-        assert len(task.findall("output")) == 2  # it ran again (and failed again)
+        # it ran again (and failed again)
+        wait_task(c, iid, lambda t: len(t.findall("output")) == 2
+                  and t.get("status") == "TERMINATED", "run twice")
         c.query(f'<instance action="skiptask" id="{iid}" evqid="{evqid}" />')
         doc = wait_terminated(c, iid, timeout=10)
     assert doc.find("subjobs/job/tasks/task").get("status") == "SKIPPED"
@@ -79,12 +77,7 @@ def test_retry_a_failed_task_then_skip_it(daemon):
 
 def test_retry_now_a_task_waiting_for_its_retry(daemon):
     with daemon.client() as c:
-        create_workflow(c, "w", FAILING_THEN_NEXT.format(
-            retry='retry_delay="100" retry_times="1"'))
-        iid = _launch(c, "w")
-        task = wait_retrying(c, iid)
-        c.query(f'<instance action="retrytask" id="{iid}" evqid="{task.get("evqid")}" />')
-        doc = wait_terminated(c, iid, timeout=10)
+        doc = _act_on_retrying_task(c, "retrytask", 1)
     task = doc.find("subjobs/job/tasks/task")
     assert len(task.findall("output")) == 2  # the first run and the retry, at once
     assert _next_stdout(doc) is None  # still failed: the next job never ran
@@ -95,12 +88,8 @@ def test_actions_refused_on_unknown_or_executing_tasks(daemon):
         create_workflow(c, "s", '<workflow><subjobs><job><tasks>'
                                 '<task path="/bin/sleep" queue="default"><input>10</input>'
                                 '</task></tasks></job></subjobs></workflow>')
-        iid = _launch(c, "s")
-        for _ in range(100):
-            task = c.query(f'<instance action="query" id="{iid}" />').find(".//task")
-            if task.get("pid"):
-                break
-            time.sleep(0.02)
+        iid = launch(c, "s")
+        task = wait_executing(c, iid)
         evqid, pid = task.get("evqid"), task.get("pid")
         for action in ("retrytask", "skiptask"):
             with pytest.raises(EvqError) as e:
