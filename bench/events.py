@@ -24,10 +24,8 @@ import asyncio
 import base64
 import os
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Coroutine
@@ -38,7 +36,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, HERE)
 
-from evqtest import Daemon  # noqa: E402
+from evqtest import Daemon, temporary_daemon  # noqa: E402
 from instances import _proc_stats, launch_and_wait, setup  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
@@ -132,15 +130,13 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
-    root = tempfile.mkdtemp(prefix="evqe")
-    d = Daemon(root, **{"logger.db.enable": "no", "ws.connections.max": "1000"})
-    d.start()
     base: list[float] = []
     loaded: list[float] = []
     base_cpu: list[float] = []
     loaded_cpu: list[float] = []
     probes: dict[int, float] = {}
-    try:
+    with temporary_daemon("evqe", **{"logger.db.enable": "no",
+                                     "ws.connections.max": "1000"}) as d:
         setup(d, 8)
         launch_and_wait(d, a.instances // 10, a.connections)  # warm-up
         subs = Subscribers(d.ws_port, a.subscribers)
@@ -156,10 +152,6 @@ def main() -> None:
             time.sleep(0.5)  # the last pushes
             subs.send_all('<event action="unsubscribeall" />')
         subs.close()
-    finally:
-        d.stop()
-        d.kill_forker()
-        shutil.rmtree(root, ignore_errors=True)
     latencies = sorted((t - end) * 1000 for iid, end in probes.items()
                        for t in subs.arrivals.get(iid, ()))
     expected = a.subscribers * len(probes)

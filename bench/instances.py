@@ -19,15 +19,14 @@ throw-away database, dropped afterwards. ``--matrix`` runs concurrency 8 and 64,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
-import shutil
-import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
+from collections.abc import Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -35,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, HERE)
 
 import pymysql  # noqa: E402
-from evqtest import Daemon, create_workflow, one_task  # noqa: E402
+from evqtest import Daemon, create_workflow, one_task, temporary_daemon  # noqa: E402
 from spawn import raw_rate  # noqa: E402
 
 from evqueue.protocol.auth import expected_response, sha1_hex  # noqa: E402
@@ -118,20 +117,28 @@ def _mysql(sql: str) -> None:
         conn.close()
 
 
+@contextlib.contextmanager
+def storage_overrides(storage: str) -> Iterator[dict[str, str]]:
+    """The daemon configuration of ``storage``: for mysql, a throw-away database on the local
+    MariaDB (127.0.0.1:3306, root, no password), dropped afterwards."""
+    if storage != "mysql":
+        yield {}
+        return
+    database = f"evq_bench_{secrets.token_hex(4)}"
+    _mysql(f"CREATE DATABASE `{database}`")
+    try:
+        yield {"core.storage": "mysql", "mysql.host": "127.0.0.1", "mysql.user": "root",
+               "mysql.password": "", "mysql.database": database}
+    finally:
+        _mysql(f"DROP DATABASE IF EXISTS `{database}`")
+
+
 def run(n: int, concurrency: int, connections: int, level: int, storage: str,
         rounds: int = 1) -> float:
     """Best end-to-end rate of ``rounds`` rounds of ``n`` instances on one daemon."""
-    root = tempfile.mkdtemp(prefix="evqb")
-    overrides = {"workflowinstance.savepoint.level": str(level), "logger.db.enable": "no"}
-    database = ""
-    if storage == "mysql":
-        database = f"evq_bench_{secrets.token_hex(4)}"
-        overrides.update({"core.storage": "mysql", "mysql.host": "127.0.0.1",
-                          "mysql.user": "root", "mysql.password": "",
-                          "mysql.database": database})
-    d = Daemon(root, **overrides)
-    d.start()
-    try:
+    with storage_overrides(storage) as overrides, temporary_daemon(
+            "evqb", **overrides, **{"workflowinstance.savepoint.level": str(level),
+                                    "logger.db.enable": "no"}) as d:
         setup(d, concurrency)
         forker = _forker_pid(d)
         cpu0, fcpu0 = _proc_stats(d.proc.pid)[0], _proc_stats(forker)[0]
@@ -149,12 +156,6 @@ def run(n: int, concurrency: int, connections: int, level: int, storage: str,
         print(f"CPU per 1,000 instances: daemon {(cpu1 - cpu0) / total:.2f} s, forker "
               f"{(fcpu1 - fcpu0) / total:.2f} s; daemon RSS after: {rss / 1e6:.1f} MB")
         return rate
-    finally:
-        d.stop(signal.SIGTERM)
-        d.kill_forker()
-        shutil.rmtree(root, ignore_errors=True)
-        if database:
-            _mysql(f"DROP DATABASE IF EXISTS `{database}`")
 
 
 def main() -> None:

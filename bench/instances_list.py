@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import secrets
-import shutil
 import signal
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,8 +33,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, HERE)
 
 import pymysql  # noqa: E402
-from evqtest import Daemon, create_workflow, one_task  # noqa: E402
-from instances import _mysql  # noqa: E402
+from evqtest import create_workflow, one_task, temporary_daemon  # noqa: E402
+from instances import storage_overrides  # noqa: E402
 
 from evqueue.client.errors import EvqTimeout  # noqa: E402
 
@@ -137,25 +134,15 @@ def _mysql_seeder(database: str) -> tuple[Callable[[str, list[tuple[Any, ...]]],
 
 def run(storage: str, n: int, repeat: int) -> dict[str, float]:
     """Seed ``n`` instances on ``storage``; returns the p50 (ms) per filter."""
-    root = tempfile.mkdtemp(prefix="evqlb")
-    overrides = {"logger.db.enable": "no"}
-    database = ""
-    if storage == "mysql":
-        database = f"evq_bench_{secrets.token_hex(4)}"
-        _mysql(f"CREATE DATABASE `{database}`")
-        overrides.update({"core.storage": "mysql", "mysql.host": "127.0.0.1",
-                          "mysql.user": "root", "mysql.password": "",
-                          "mysql.database": database})
-    d = Daemon(root, **overrides)
-    try:
-        d.start()
+    with storage_overrides(storage) as overrides, temporary_daemon(
+            "evqlb", **overrides, **{"logger.db.enable": "no"}) as d:
         with d.client() as c:
             ids = [create_workflow(c, f"wf{k}", one_task("/bin/true")) for k in range(WORKFLOWS)]
             c.query('<tag action="create" label="bench" />')
         d.stop(signal.SIGTERM)
         t0 = time.time() - 400.5 * DAY
-        execute_many, done = (_mysql_seeder(database) if storage == "mysql"
-                              else _sqlite_seeder(os.path.join(root, "evqueue.db")))
+        execute_many, done = (_mysql_seeder(overrides["mysql.database"]) if storage == "mysql"
+                              else _sqlite_seeder(os.path.join(d.root, "evqueue.db")))
         took = seed(execute_many, n, ids, t0)
         done()
         print(f"{storage}: seeded {n:,} instances in {took:.1f} s ({n / took:,.0f} rows/s)")
@@ -180,13 +167,6 @@ def run(storage: str, n: int, repeat: int) -> dict[str, float]:
             print(f"  {label:36} rows={rows:>9}  p50 {p50:7.1f} ms  max {max(times):7.1f} ms"
                   f"{'' if label == 'no filter' or p50 <= TARGET_MS else '  (> target)'}")
         return p50s
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop(signal.SIGTERM)
-        d.kill_forker()
-        shutil.rmtree(root, ignore_errors=True)
-        if database:
-            _mysql(f"DROP DATABASE IF EXISTS `{database}`")
 
 
 def main() -> None:

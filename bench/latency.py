@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, HERE)
 
-from evqtest import Daemon  # noqa: E402
+from evqtest import temporary_daemon  # noqa: E402
 from instances import _login, setup  # noqa: E402
 from spawn import raw_rate  # noqa: E402
 
@@ -65,18 +62,11 @@ def main() -> None:
     a = p.parse_args()
     if a.quick:
         a.launches = 100
-    root = tempfile.mkdtemp(prefix="evqlt")
-    d = Daemon(root, **{"workflowinstance.savepoint.level": str(a.level),
-                        "logger.db.enable": "no"})
-    d.start()
-    try:
+    with temporary_daemon("evqlt", **{"workflowinstance.savepoint.level": str(a.level),
+                                      "logger.db.enable": "no"}) as d:
         setup(d, 8)
         launch_latencies(d.socket, 20)
         times = launch_latencies(d.socket, a.launches)
-    finally:
-        d.stop(signal.SIGTERM)
-        d.kill_forker()
-        shutil.rmtree(root, ignore_errors=True)
     spawn_ms = 1000 / max(raw_rate(200, 1) for _ in range(3))
     p50 = statistics.median(times) * 1000
     print(f"synchronous launch -> TERMINATED (sqlite, level {a.level}, {a.launches} launches): "

@@ -19,12 +19,9 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,7 +29,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, HERE)
 
-from evqtest import Daemon  # noqa: E402
+from evqtest import temporary_daemon  # noqa: E402
 from instances import _login  # noqa: E402
 
 from evqueue.loop import event_loop_name, new_event_loop  # noqa: E402
@@ -132,43 +129,40 @@ def main() -> None:
     a = p.parse_args()
     if a.quick:
         a.seconds, a.rounds = 1.0, 1
-    root = tempfile.mkdtemp(prefix="evqpb")
     loops = [event_loop_name()] + (["asyncio"] if event_loop_name() != "asyncio" else [])
     echos: dict[str, str] = {}
     procs: list[subprocess.Popen[bytes]] = []
-    d = Daemon(root, **{"logger.db.enable": "no"})
-    try:
-        for loop in loops:
-            echos[loop] = os.path.join(root, f"echo-{loop}.sock")
-            procs.append(_start_echo(echos[loop], loop))
-        d.start()
-        runs = [(f"echo {loop}", path, False, BARE) for loop, path in echos.items()]
-        runs += [("bare", d.socket, True, BARE), ("full", d.socket, True, FULL)]
-        figures: dict[tuple[str, int], float] = {}
-        for _ in range(a.rounds):  # interleaved, so that a burst of load hits all alike
-            for k in (1, a.connections):
-                for name, path, login, query in runs:
-                    r = rate(path, login, query, k, a.seconds)
-                    figures[name, k] = max(figures.get((name, k), 0.0), r)
-        print(f"daemon event loop: {event_loop_name()}; best of {a.rounds} round(s) of "
-              f"{a.seconds:g} s")
-        for k, target in ((1, TARGET_ONE), (a.connections, TARGET_MANY)):
+    with temporary_daemon("evqpb", start=False, **{"logger.db.enable": "no"}) as d:
+        try:
             for loop in loops:
-                print(f"raw echo ({loop}), {k} connection(s): {figures[f'echo {loop}', k]:,.0f}/s")
-            for name, label in (("bare", "<ping />"), ("full", '<ping action="x" /> (full path)')):
-                ping = figures[name, k]
-                ratios = ", ".join(f"{ping / figures[f'echo {loop}', k]:.2f} of {loop} echo"
-                                   for loop in loops)
-                print(f"{label}, {k} connection(s): {ping:,.0f}/s (target >= {target:,}); "
-                      f"{ratios} (target >= {TARGET_RATIO})")
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-        if d.proc is not None:
-            d.stop(signal.SIGTERM)
-            d.kill_forker()
-        shutil.rmtree(root, ignore_errors=True)
+                echos[loop] = os.path.join(d.root, f"echo-{loop}.sock")
+                procs.append(_start_echo(echos[loop], loop))
+            d.start()
+            runs = [(f"echo {loop}", path, False, BARE) for loop, path in echos.items()]
+            runs += [("bare", d.socket, True, BARE), ("full", d.socket, True, FULL)]
+            figures: dict[tuple[str, int], float] = {}
+            for _ in range(a.rounds):  # interleaved, so that a burst of load hits all alike
+                for k in (1, a.connections):
+                    for name, path, login, query in runs:
+                        r = rate(path, login, query, k, a.seconds)
+                        figures[name, k] = max(figures.get((name, k), 0.0), r)
+            print(f"daemon event loop: {event_loop_name()}; best of {a.rounds} round(s) of "
+                  f"{a.seconds:g} s")
+            for k, target in ((1, TARGET_ONE), (a.connections, TARGET_MANY)):
+                for loop in loops:
+                    echo = figures[f"echo {loop}", k]
+                    print(f"raw echo ({loop}), {k} connection(s): {echo:,.0f}/s")
+                for name, label in (("bare", "<ping />"),
+                                    ("full", '<ping action="x" /> (full path)')):
+                    ping = figures[name, k]
+                    ratios = ", ".join(f"{ping / figures[f'echo {loop}', k]:.2f} of {loop} echo"
+                                       for loop in loops)
+                    print(f"{label}, {k} connection(s): {ping:,.0f}/s (target >= {target:,}); "
+                          f"{ratios} (target >= {TARGET_RATIO})")
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
 
 
 if __name__ == "__main__":

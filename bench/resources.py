@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,7 +24,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, HERE)
 
-from evqtest import Daemon  # noqa: E402
+from evqtest import Daemon, temporary_daemon  # noqa: E402
 from instances import _forker_pid, _proc_stats, launch_and_wait, setup  # noqa: E402
 from latency import launch_latencies  # noqa: E402
 from ping import BARE, rate  # noqa: E402
@@ -56,10 +53,7 @@ def main() -> None:
     a = p.parse_args()
     if a.quick:
         a.rounds = 3
-    root = tempfile.mkdtemp(prefix="evqrs")
-    d = Daemon(root, **{"logger.db.enable": "no"})
-    d.start()
-    try:
+    with temporary_daemon("evqrs", **{"logger.db.enable": "no"}) as d:
         pid = d.proc.pid
         setup(d, 8)
         time.sleep(1)
@@ -82,10 +76,6 @@ def main() -> None:
         growth = rounds[-1] - rounds[min(1, len(rounds) - 1)]
         print(f"RSS after the suite: {rounds[-1]:.1f} MB (target <= {SUITE_MB} MB); growth "
               f"from round 2 to round {len(rounds)}: {growth:+.1f} MB (target: none)")
-    finally:
-        d.stop(signal.SIGTERM)
-        d.kill_forker()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

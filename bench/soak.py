@@ -24,9 +24,7 @@ import asyncio
 import base64
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -34,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-from evqtest import Daemon, create_workflow, one_task  # noqa: E402
+from evqtest import Daemon, create_workflow, one_task, temporary_daemon  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 from evqueue.protocol.auth import expected_response, sha1_hex  # noqa: E402
@@ -278,16 +276,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--subscribers", type=int, default=5)
     a = p.parse_args()
-    root = tempfile.mkdtemp(prefix="evqs")
-    d = Daemon(root, **{"gc.enable": "no"})
-    d.start()
-    try:
+    with temporary_daemon("evqs", **{"gc.enable": "no"}) as d:
         result = soak(d, a.minutes * 60, a.interval, a.warmup, a.rate, a.clients,
                       a.subscribers)
-    finally:
-        d.stop()
-        d.kill_forker()
-        shutil.rmtree(root, ignore_errors=True)
     print(report(result))
     for line in result.lost[:10]:
         print("  ", line)

@@ -12,9 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lxml import etree
@@ -233,3 +234,21 @@ def launch_through_kills(d: Daemon, launch_n: Callable[[Client, int], int],
             time.sleep(rng.uniform(0, down))
         d.start()
     return answered
+
+
+@contextlib.contextmanager
+def temporary_daemon(prefix: str = "evq", *, start: bool = True,
+                     **overrides: str) -> Iterator[Daemon]:
+    """A daemon on a temporary directory (started unless ``start`` is False), stopped with
+    its forker and removed afterwards: for benchmarks and scripts outside pytest."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    d = Daemon(root, **overrides)
+    try:
+        if start:
+            d.start()
+        yield d
+    finally:
+        if d.proc is not None:
+            d.stop()
+        d.kill_forker()
+        shutil.rmtree(root, ignore_errors=True)
