@@ -12,6 +12,7 @@ files are deleted, only once the instance savepoint holding it is committed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ from evqueue.engine.evaluation import Stored, task_inputs
 from evqueue.engine.instance import Output, TaskRun, WorkflowInstance
 from evqueue.engine.queue_pool import Queue, UnknownQueue
 from evqueue.engine.wordexp import WordExpError, wordexp
-from evqueue.process.outputs import KINDS, output_path
+from evqueue.process.outputs import delete_outputs
 from evqueue.process.remote import REMOTE_LOST, RemoteSpec
 from evqueue.process.spawner import KILLTASK_NOTE, ExitRecord, Spawner, TaskSpec
 from evqueue.storage.base import now
@@ -246,7 +247,8 @@ class Runner:
         else:
             stdout = stdout_b.decode("utf-8", "replace")
         if run.task.get("type") == "SCRIPT" and self.delete_scripts:
-            _unlink(os.path.join(self.scripts_dir, f"{record.tid}.script"))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.scripts_dir, f"{record.tid}.script"))
         inst = run.instance
         xml_stdout = retval == 0 and run.task.get("output-method") == "XML"
         texts: list[Output] = []
@@ -272,8 +274,7 @@ class Runner:
         if self.remote is not None:
             pending |= self.remote.ack(tid)
         if self.delete_logs and pending and not self.spawner.knows(tid):  # not running again
-            for kind in KINDS:
-                _unlink(output_path(self.logs_dir, tid, kind))
+            delete_outputs(self.logs_dir, tid)
 
     async def stop(self) -> None:
         """Shutdown: finish collecting the exits in progress; later ones are left to the
@@ -386,11 +387,4 @@ def _background(tasks: set[asyncio.Task], coro: Any) -> None:
     task = asyncio.ensure_future(coro)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 

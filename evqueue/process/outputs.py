@@ -27,6 +27,15 @@ def output_path(logs_dir: str, tid: int, kind: str) -> str:
     return os.path.join(logs_dir, f"{tid}.{kind}")
 
 
+def delete_outputs(logs_dir: str, tid: int) -> None:
+    """Remove the task's capture files (those it has: the log file may never exist)."""
+    for kind in KINDS:
+        try:
+            os.unlink(output_path(logs_dir, tid, kind))
+        except FileNotFoundError:
+            pass
+
+
 @dataclass(slots=True)
 class OpenedOutputs:
     """The three files opened (fd -1: missing) and their total size: whoever reads them

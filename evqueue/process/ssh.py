@@ -34,7 +34,7 @@ from typing import IO
 
 import paramiko
 
-from evqueue.process.outputs import output_path
+from evqueue.process.outputs import delete_outputs, output_path
 from evqueue.process.remote import RemoteError, RemoteSpec, Target, remote_command, target_of
 from evqueue.process.spawner import ExitRecord
 
@@ -436,8 +436,7 @@ class RemoteRunner:
         await asyncio.to_thread(self.pool.close)
         if self.delete_logs:
             for run in runs:
-                for kind in ("stdout", "stderr"):
-                    _unlink(output_path(self.logs_dir, run.spec.tid, kind))
+                delete_outputs(self.logs_dir, run.spec.tid)
         self._wake_r.close()
         self._wake_w.close()
 
@@ -663,11 +662,4 @@ def _mtime(path: str) -> int | None:
         return os.stat(path).st_mtime_ns
     except OSError:
         return None
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
