@@ -53,6 +53,13 @@ def _daemon(root: str, database: str, port: int = 3306) -> Daemon:
         "mysql.user": "root", "mysql.password": "", "mysql.database": database})
 
 
+def _two_jobs_workflow(c: Client) -> None:
+    """WORKFLOW on a queue of 8, so that several of its instances run at once."""
+    c.query('<queue action="create" name="par" concurrency="8" scheduler="fifo" '
+            'dynamic="no" />')
+    create_workflow(c, "two_jobs", WORKFLOW, queue="par")
+
+
 def _kill_connections(database: str) -> int:
     """KILL every connection of the daemon (all connections using ``database``)."""
     ids = [i for (i,) in _sql("information_schema", "SELECT ID FROM PROCESSLIST WHERE DB = %s "
@@ -79,9 +86,7 @@ def test_instances_survive_killed_connections_and_end_exactly_once(root, databas
     d.start()
     try:
         with d.client() as c:
-            c.query('<queue action="create" name="par" concurrency="8" scheduler="fifo" '
-                    'dynamic="no" />')
-            create_workflow(c, "two_jobs", WORKFLOW, queue="par")
+            _two_jobs_workflow(c)
             killed = 0
             stop = threading.Event()
 
@@ -172,9 +177,7 @@ def test_instances_end_once_across_a_database_outage(root, database):
     d.start()
     try:
         with d.client() as c:
-            c.query('<queue action="create" name="par" concurrency="8" scheduler="fifo" '
-                    'dynamic="no" />')
-            create_workflow(c, "two_jobs", WORKFLOW, queue="par")
+            _two_jobs_workflow(c)
             ids = [int(c.query('<instance action="launch" name="two_jobs" />').get(
                 "workflow-instance-id")) for _ in range(16)]
             forwarder.stop()
