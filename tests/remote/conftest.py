@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from evqtest import Daemon
-from sshtest import Keys, Sshd, missing, ssh_daemon
+from sshtest import Keys, Sshd, missing, running_ssh_daemon
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,5 @@ def sshd(tmp_root: Path, keys: Keys) -> Iterator[Sshd]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_root: Path, keys: Keys) -> Iterator[Daemon]:
-    d = ssh_daemon(tmp_root / "d", keys)
-    d.start()
-    c = d.client()
-    c.query('<queue action="create" name="wide" concurrency="50" scheduler="fifo" '
-            'dynamic="no" />')
-    yield d
-    d.stop()
-    d.kill_forker()
+    with running_ssh_daemon(tmp_root / "d", keys) as d:
+        yield d

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from evqtest import Daemon, free_ports
@@ -98,3 +100,20 @@ def ssh_daemon(root: Path, keys: Keys, **overrides: str) -> Daemon:
     settings = {"processmanager.ssh.key": str(keys.client_key),
                 "processmanager.ssh.known_hosts": str(keys.known_hosts)}
     return Daemon(str(root), **{**settings, **overrides})
+
+
+@contextlib.contextmanager
+def running_ssh_daemon(root: Path, keys: Keys, wide: int = 50,
+                       **overrides: str) -> Iterator[Daemon]:
+    """A started :func:`ssh_daemon` with a queue ``wide`` of ``wide`` slots; stopped, with its
+    forker, afterwards."""
+    d = ssh_daemon(root, keys, **overrides)
+    d.start()
+    try:
+        with d.client() as c:
+            c.query(f'<queue action="create" name="wide" concurrency="{wide}" '
+                    'scheduler="fifo" dynamic="no" />')
+        yield d
+    finally:
+        d.stop()
+        d.kill_forker()

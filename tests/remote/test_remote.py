@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from evqtest import Daemon, create_workflow, free_ports, wait_terminated
 from lxml import etree
-from sshtest import Keys, Sshd, ssh_daemon
+from sshtest import Keys, Sshd, running_ssh_daemon
 
 from evqueue.client import Client
 from evqueue.process.remote import REMOTE_LOST, RemoteSpec, remote_command
@@ -128,42 +128,31 @@ def test_instance_host_and_user(daemon: Daemon, sshd: Sshd) -> None:
 
 def test_twenty_concurrent_tasks_share_one_connection(tmp_root: Path, keys: Keys) -> None:
     server = Sshd(tmp_root / "sshd20", keys)
-    d = ssh_daemon(tmp_root / "d20", keys)
-    d.start()
     try:
-        c = d.client()
-        c.query('<queue action="create" name="wide" concurrency="50" scheduler="fifo" '
-                'dynamic="no" />')
-        started = time.monotonic()
-        doc = run(d, workflow(*(sh(f"t{i}", f"sleep 1; echo {i}", server.host)
-                                for i in range(20))))
-        elapsed = time.monotonic() - started
-        t = tasks(doc)
-        assert [out(t[f"t{i}"]) for i in range(20)] == [f"{i}\n" for i in range(20)]
-        assert elapsed < 15, elapsed  # in parallel (sequentially: 20 s and more)
-        assert server.connections() == 1, server.log()
+        with running_ssh_daemon(tmp_root / "d20", keys) as d:
+            started = time.monotonic()
+            doc = run(d, workflow(*(sh(f"t{i}", f"sleep 1; echo {i}", server.host)
+                                    for i in range(20))))
+            elapsed = time.monotonic() - started
+            t = tasks(doc)
+            assert [out(t[f"t{i}"]) for i in range(20)] == [f"{i}\n" for i in range(20)]
+            assert elapsed < 15, elapsed  # in parallel (sequentially: 20 s and more)
+            assert server.connections() == 1, server.log()
     finally:
-        d.stop()
-        d.kill_forker()
         server.stop()
 
 
 def test_more_connections_when_sessions_are_limited(tmp_root: Path, keys: Keys) -> None:
     """OpenSSH's MaxSessions refuses more channels on a connection: another one is opened."""
     server = Sshd(tmp_root / "sshd3", keys, max_sessions=3)
-    d = ssh_daemon(tmp_root / "d3", keys)
-    d.start()
     try:
-        d.client().query('<queue action="create" name="wide" concurrency="50" '
-                         'scheduler="fifo" dynamic="no" />')
-        doc = run(d, workflow(*(sh(f"t{i}", f"sleep 1; echo {i}", server.host)
-                                for i in range(6))))
-        assert sorted(out(t) for t in doc.iter("task")) == [f"{i}\n" for i in range(6)], (
-            etree.tostring(doc).decode())
-        assert 2 <= server.connections() <= MAX_CONNECTIONS, server.log()
+        with running_ssh_daemon(tmp_root / "d3", keys) as d:
+            doc = run(d, workflow(*(sh(f"t{i}", f"sleep 1; echo {i}", server.host)
+                                    for i in range(6))))
+            assert sorted(out(t) for t in doc.iter("task")) == [f"{i}\n" for i in range(6)], (
+                etree.tostring(doc).decode())
+            assert 2 <= server.connections() <= MAX_CONNECTIONS, server.log()
     finally:
-        d.stop()
-        d.kill_forker()
         server.stop()
 
 
@@ -205,25 +194,20 @@ def test_bad_key_and_unknown_host_are_readable_errors(tmp_root: Path, keys: Keys
                                                       sshd: Sshd) -> None:
     other = Keys(tmp_root / "otherkeys")  # a key sshd does not accept, empty known_hosts
     stranger = Sshd(tmp_root / "stranger", keys, known=False)
-    bad = ssh_daemon(tmp_root / "dbad", keys, **{"processmanager.ssh.key": str(
-        other.client_key)})
-    bad.start()
     try:
-        bad.client().query('<queue action="create" name="wide" concurrency="5" '
-                           'scheduler="fifo" dynamic="no" />')
-        doc = run(bad, workflow(sh("auth", "true", sshd.host),
-                                sh("hostkey", "true", stranger.host)))
-        t = tasks(doc)
-        assert t["auth"].get("retval") == "-1"
-        assert "authentication failed for " in out(t["auth"], "stderr")
-        assert f"(key {other.client_key})" in out(t["auth"], "stderr")
-        assert t["hostkey"].get("retval") == "-1"
-        assert (f"host key of [127.0.0.1]:{stranger.port} is unknown"
-                in out(t["hostkey"], "stderr"))
-        assert stranger.connections() == 0
+        with running_ssh_daemon(tmp_root / "dbad", keys, wide=5, **{
+                "processmanager.ssh.key": str(other.client_key)}) as bad:
+            doc = run(bad, workflow(sh("auth", "true", sshd.host),
+                                    sh("hostkey", "true", stranger.host)))
+            t = tasks(doc)
+            assert t["auth"].get("retval") == "-1"
+            assert "authentication failed for " in out(t["auth"], "stderr")
+            assert f"(key {other.client_key})" in out(t["auth"], "stderr")
+            assert t["hostkey"].get("retval") == "-1"
+            assert (f"host key of [127.0.0.1]:{stranger.port} is unknown"
+                    in out(t["hostkey"], "stderr"))
+            assert stranger.connections() == 0
     finally:
-        bad.stop()
-        bad.kill_forker()
         stranger.stop()
 
 
@@ -233,12 +217,8 @@ def test_restart_kills_remote_tasks_then_retries_them(tmp_root: Path, keys: Keys
     clear error and retried per their retry policy."""
     mark = tmp_root / "restart_mark"
     marker = f"{time.time_ns() % 10**6}"
-    d = ssh_daemon(tmp_root / "drestart", keys)
-    d.start()
-    try:
+    with running_ssh_daemon(tmp_root / "drestart", keys, wide=5) as d:
         c = d.client()
-        c.query('<queue action="create" name="wide" concurrency="5" scheduler="fifo" '
-                'dynamic="no" />')
         iid = launch(c, workflow(sh("r", f"test -e {mark} || {{ touch {mark}; "
                                          f"sleep 33{marker}; }}", sshd.host,
                                     retry_times="1", retry_delay="1")))
@@ -253,9 +233,6 @@ def test_restart_kills_remote_tasks_then_retries_them(tmp_root: Path, keys: Keys
         assert [o.get("retval") for o in t.findall("output")] == ["-1", "0"]
         assert "".join(t.find("stderr").itertext()) == (
             f"Task process was lost while the engine was down{REMOTE_LOST}")
-    finally:
-        d.stop()
-        d.kill_forker()
 
 
 def test_remote_command_quotes_every_word() -> None:
