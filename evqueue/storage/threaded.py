@@ -53,6 +53,9 @@ RETRY_MAX = 1.0
 #: Conflicts with other transactions retried at once in a row; then with backoff (a Galera
 #: node may not have applied the winner's write set yet).
 MAX_CONFLICTS = 3
+#: Longest wait for a writer thread abandoned during start-up (a MySQL connect attempt times out
+#: after 10 s).
+_JOIN_TIMEOUT = 12.0
 
 _STMT, _TX, _MARK, _STOP = range(4)
 _INSERT_MARKER = ("INSERT INTO t_evqueue_claim (claim_name, node_name, claim_time) "
@@ -244,6 +247,9 @@ class ThreadedStorage(Storage):
         except BaseException:
             self._stop.set()
             self._closed = True
+            # Join the writer before the interpreter may exit: a daemon thread still logging
+            # to stderr at shutdown aborts the process (SIGABRT) instead of exiting 255.
+            await asyncio.to_thread(self._writer.join, _JOIN_TIMEOUT)
             raise
         self._readers = ThreadPoolExecutor(self._n_readers, thread_name_prefix="evq-db-reader")
 
