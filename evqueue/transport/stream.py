@@ -1,8 +1,8 @@
 """TCP and unix-socket API listeners: an asyncio protocol around the sans-I/O session.
 
 Queries of one connection are answered strictly in order (pipelined queries included), and a
-slow or hostile peer only ever stalls itself: while an answer is pending or the peer does not
-read its answers, the connection stops reading. Answers go out in a single write with
+slow or hostile peer only ever stalls itself: when queries pile up behind a pending answer or the
+peer does not read its answers, the connection stops reading. Answers go out in a single write with
 TCP_NODELAY set (no 40 ms Nagle stall as in the original).
 
 Speed: a query is answered inside ``data_received``; its handler runs without a Task of its
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 _WRITE_HIGH = 65536  # unsent answer bytes above which the connection stops answering
 _CLOSE_GRACE = 5.0  # seconds a closed connection may take to flush its last answer
+# Queries parsed ahead while an answer is pending, above which the connection stops reading
+# (a lock-step client never gets there: no pause/resume syscalls per suspended query).
+_PENDING_HIGH = 16
 
 
 class StreamListeners:
@@ -213,10 +216,12 @@ class Connection(asyncio.Protocol):
                 self._close()
         if not self._open:
             return
-        if self.task is not None or self._write_paused:
+        if self._write_paused or (self.task is not None and len(events) >= _PENDING_HIGH):
             if not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
+            return
+        if self.task is not None:
             return
         if self._eof:  # the peer left without <quit/>: a connection-level failure
             stats.api_exceptions += 1

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from evqtest import create_workflow
+from evqtest import create_workflow, one_task
 from lxml import etree
 
 from evqueue.protocol.auth import expected_response, sha1_hex
@@ -160,6 +160,36 @@ def test_keepalive_pings_during_synchronous_launch(make_daemon):
         assert [r.get("errors") for r in rows] == ["0", "0"]
         stats = client.query('<statistics action="query" type="global" />')[0]
         assert stats.get("waiting_threads") == "0"
+
+
+def _unread_bytes(sock: socket.socket) -> int:
+    """Bytes waiting in ``sock``'s receive queue (SIOCINQ)."""
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+def test_queries_piled_behind_a_pending_answer_stop_the_reading(daemon):
+    """A lock-step client costs no pause/resume per suspended query, but a client pipelining
+    thousands of queries behind a synchronous launch is not read further (its queries wait in
+    the socket, not in the daemon's memory), then gets every answer in order."""
+    with daemon.client() as client:
+        create_workflow(client, "sleep3", one_task("/bin/sleep", "3"))
+    c = Raw(daemon, tcp=True)
+    pings = 200000  # 1.4 MB: more than the daemon's reads while the launch is pending
+    with server_side(daemon, c.sock) as theirs:
+        c.send('<instance action="launch" name="sleep3" mode="synchronous" />')
+        sender = threading.Thread(target=c.send, args=("<ping/>" * pings,))
+        sender.start()
+        time.sleep(2)  # long enough for the daemon to parse it all if it went on reading
+        assert _unread_bytes(theirs) > 100000
+    answer = c.recv()
+    assert answer.tag == "response" and answer.get("workflow-instance-id")
+    assert [c.recv().get("status") for _ in range(pings)] == ["OK"] * pings
+    sender.join()
+    c.close()
 
 
 def test_connection_limit(make_daemon):
