@@ -26,6 +26,7 @@ from evqueue.engine.evaluation import new_instance
 from evqueue.engine.instance import TaskRun, WorkflowInstance, job_of
 from evqueue.protocol.errors import ApiError
 from evqueue.storage.base import Tx, now
+from evqueue.storage.schema import COUNT_TABLE
 
 if TYPE_CHECKING:
     from evqueue.engine.users import User
@@ -575,33 +576,37 @@ class Instances:
     ) -> tuple[int, list[tuple[dict[str, str], list[tuple[int, str]] | None]]]:
         """``instances list`` (protocol.md §3.6.3, errata 16): rows and the matching total."""
         await self.storage.flush()
-        where = ["1=1"]
-        args: list[Any] = []
+        # each filter's clause on the instances and on the per-group counts (None: the counts
+        # cannot answer it); a clause applies when its value is set (dates must parse)
+        filters: list[tuple[Any, str, str | None]] = [
+            (filter_id, "wi.workflow_instance_id = %s", None),
+            (filter_node, "wi.node_name = %s", "c.node_name = %s"),
+            (filter_workflow, "w.workflow_name = %s", "w.workflow_name = %s"),
+            (_date(filter_launched_from), "wi.workflow_instance_start >= %s", None),
+            (_date(filter_launched_until), "wi.workflow_instance_start <= %s", None),
+            (_date(filter_ended_from), "wi.workflow_instance_end >= %s", None),
+            (_date(filter_ended_until), "wi.workflow_instance_end <= %s", None),
+            (filter_status, "wi.workflow_instance_status = %s",
+             "c.workflow_instance_status = %s"),
+            (filter_tag_id, "wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
+                            "t_workflow_instance_tag WHERE tag_id = %s)", None),
+            (filter_schedule_id, "wi.workflow_schedule_id = %s", None),
+        ]
         if not user.is_admin:
             readable = [wid for wid in self.server.workflows.ids() if user.can(wid, "read")]
             if not readable:
                 return 0, []
-            where.append(f"wi.workflow_id IN ({','.join(str(w) for w in readable)})")
-        # (value, clause): a clause applies when its value is set (dates must parse)
-        filters: list[tuple[Any, str]] = [
-            (filter_id, "wi.workflow_instance_id = %s"),
-            (filter_node, "wi.node_name = %s"),
-            (filter_workflow, "w.workflow_name = %s"),
-            (_date(filter_launched_from), "wi.workflow_instance_start >= %s"),
-            (_date(filter_launched_until), "wi.workflow_instance_start <= %s"),
-            (_date(filter_ended_from), "wi.workflow_instance_end >= %s"),
-            (_date(filter_ended_until), "wi.workflow_instance_end <= %s"),
-            (filter_status, "wi.workflow_instance_status = %s"),
-            (filter_tag_id, "wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
-                            "t_workflow_instance_tag WHERE tag_id = %s)"),
-            (filter_schedule_id, "wi.workflow_schedule_id = %s"),
-        ]
-        for value, clause in filters:
+            ids = ",".join(str(w) for w in readable)
+            filters.append((True, f"wi.workflow_id IN ({ids})", f"c.workflow_id IN ({ids})"))
+        if filter_error:
+            filters.append((True, "wi.workflow_instance_errors > 0", "c.with_errors = 1"))
+        where, counted, args = ["1=1"], ["1=1"], []
+        for value, clause, count_clause in filters:
             if value:
                 where.append(clause)
-                args.append(value)
-        if filter_error:
-            where.append("wi.workflow_instance_errors > 0")
+                counted.append(count_clause)
+                if value is not True:
+                    args.append(value)
         for table, column, pairs in (
             ("t_workflow_instance_parameters", "workflow_instance_parameter", parameters),
             ("t_workflow_instance_filters", "workflow_instance_filter", custom),
@@ -609,12 +614,19 @@ class Instances:
             for name, value in pairs.items():
                 where.append(f"wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
                              f"{table} WHERE {column} = %s AND {column}_value = %s)")
+                counted.append(None)
                 args += [name, value]
         base = ("FROM t_workflow_instance wi JOIN t_workflow w ON w.workflow_id = wi.workflow_id "
                 "WHERE " + " AND ".join(where))
         if groupby:
             return await self._list_grouped(base, args, groupby, limit, offset)
-        total = (await self.storage.query_one(f"SELECT COUNT(*) {base}", args))[0]
+        if self.storage.instance_counts and None not in counted:
+            total = int((await self.storage.query_one(
+                f"SELECT COALESCE(SUM(c.instance_count), 0) FROM {COUNT_TABLE} c JOIN "
+                "t_workflow w ON w.workflow_id = c.workflow_id WHERE " + " AND ".join(counted),
+                args))[0])
+        else:
+            total = (await self.storage.query_one(f"SELECT COUNT(*) {base}", args))[0]
         bound: list[Any] = []
         if 0 < limit and offset + limit < total:
             # the page's last end time, read in index order (no sort), bounds what the ORDER

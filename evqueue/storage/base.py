@@ -74,6 +74,9 @@ class Storage(ABC):
     """Async access to the evQueue schema."""
 
     dialect: ClassVar[str]
+    #: Whether the per-group instance counts (``schema.COUNT_TABLE``) are maintained, so that
+    #: ``instances list`` may sum them instead of counting rows.
+    instance_counts: bool = False
 
     @abstractmethod
     async def open(self) -> None:

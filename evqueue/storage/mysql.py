@@ -172,6 +172,11 @@ class MySQLStorage(ThreadedStorage):
                     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", (table,))
         return {name for (name,) in cur.fetchall()}
 
+    def _triggers(self, cur: Any) -> set[str]:
+        cur.execute("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
+                    "WHERE TRIGGER_SCHEMA = DATABASE()")
+        return {name for (name,) in cur.fetchall()}
+
     def _create_table(self, cur: Any, table: schema.Table) -> bool:
         try:
             cur.execute(schema.mysql_create(table))

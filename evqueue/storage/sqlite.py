@@ -93,6 +93,10 @@ class SQLiteStorage(ThreadedStorage):
                     (table,))
         return {name for (name,) in cur.fetchall()}
 
+    def _triggers(self, cur: sqlite3.Cursor) -> set[str]:
+        cur.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        return {name for (name,) in cur.fetchall()}
+
     def _create_table(self, cur: sqlite3.Cursor, table: schema.Table) -> bool:
         for ddl in schema.sqlite_create(table):
             cur.execute(ddl)

@@ -226,6 +226,9 @@ class ThreadedStorage(Storage):
     def _indexes(self, cur: Any, table: str) -> set[str]: ...
 
     @abstractmethod
+    def _triggers(self, cur: Any) -> set[str]: ...
+
+    @abstractmethod
     def _create_table(self, cur: Any, table: schema.Table) -> bool:
         """Create ``table`` (with its indexes); ``False`` if another process just did."""
 
@@ -680,6 +683,7 @@ class ThreadedStorage(Storage):
             for target in range(version + 1, schema.SCHEMA_VERSION + 1):
                 MIGRATIONS[target](self, cur)
                 self._execute(cur, "UPDATE t_evqueue_schema SET version = %s", (target,))
+            self._ensure_instance_counts(cur)
             conn.commit()
         except StorageError:
             raise
@@ -687,6 +691,26 @@ class ThreadedStorage(Storage):
             raise StorageError(str(exc)) from exc
         finally:
             _close_quietly(cur)
+
+    def _ensure_instance_counts(self, cur: Any) -> None:
+        """Create the instance count triggers and recount, unless they are all there. Without
+        the right to create triggers (MySQL with binary logging needs SUPER or
+        ``log_bin_trust_function_creators``), lists count rows as before."""
+        if set(schema.COUNT_TRIGGERS) <= self._triggers(cur):
+            self.instance_counts = True
+            return
+        log.log(NOTICE, "Counting instances per workflow, node and status")
+        try:
+            for sql in (*schema.instance_count_ddl(self.dialect),
+                        *schema.INSTANCE_COUNT_REBUILD):
+                self._execute(cur, sql, ())
+        except Exception as exc:
+            if self.dialect != "mysql":
+                raise
+            log.warning("Cannot create the instance count triggers (%s): instances list "
+                        "counts rows instead", exc)
+            return
+        self.instance_counts = True
 
     def _add_missing_indexes(self, cur: Any) -> None:
         """Migration 1: our extra indexes, also on databases created by the original."""

@@ -1,0 +1,82 @@
+"""The per-group instance counts kept by triggers (``instances list`` totals), on both backends."""
+
+from __future__ import annotations
+
+import random
+
+from evqueue.storage import schema
+
+GROUPS = ("SELECT workflow_id, node_name, workflow_instance_status, "
+          "COALESCE(workflow_instance_errors, 0) > 0, COUNT(*) FROM t_workflow_instance "
+          "GROUP BY 1, 2, 3, 4")
+COUNTS = (f"SELECT workflow_id, node_name, workflow_instance_status, with_errors, instance_count "
+          f"FROM {schema.COUNT_TABLE} WHERE instance_count <> 0")
+INSERT = ("INSERT INTO t_workflow_instance (node_name, workflow_id, workflow_instance_status, "
+          "workflow_instance_errors) VALUES (%s, %s, %s, %s)")
+
+
+async def _groups(storage, sql: str) -> set[tuple[int, str, str, int, int]]:
+    return {(int(w), n, s, int(e), int(c)) for w, n, s, e, c in await storage.query(sql)}
+
+
+async def test_counts_follow_every_kind_of_write(storage):
+    """Inserts, status/error/node/workflow changes, savepoint-only updates and deletes (one
+    by one and in bulk), in random order: the counts always equal a GROUP BY of the rows."""
+    assert storage.instance_counts
+    rng = random.Random(7)
+    nodes, statuses = ("n1", "n2", ""), ("EXECUTING", "TERMINATED", "ABORTED")
+    for step in range(300):
+        ids = [r[0] for r in await storage.query(
+            "SELECT workflow_instance_id FROM t_workflow_instance")]
+        op = rng.random()
+        if op < 0.4 or not ids:
+            await storage.execute(INSERT, (rng.choice(nodes), rng.randint(1, 3),
+                                           rng.choice(statuses), rng.choice((None, 0, 2))))
+        elif op < 0.6:
+            await storage.execute(
+                "UPDATE t_workflow_instance SET workflow_instance_status = %s, "
+                "workflow_instance_errors = %s WHERE workflow_instance_id = %s",
+                (rng.choice(statuses), rng.choice((None, 0, 1)), rng.choice(ids)))
+        elif op < 0.65:  # as ``migrate`` does
+            await storage.execute("UPDATE t_workflow_instance SET node_name = %s "
+                                  "WHERE workflow_instance_id = %s",
+                                  (rng.choice(nodes), rng.choice(ids)))
+        elif op < 0.7:
+            await storage.execute("UPDATE t_workflow_instance SET workflow_id = %s "
+                                  "WHERE workflow_instance_id = %s",
+                                  (rng.randint(1, 3), rng.choice(ids)))
+        elif op < 0.8:
+            await storage.execute("UPDATE t_workflow_instance SET workflow_instance_savepoint "
+                                  "= 'x' WHERE workflow_instance_id = %s", (rng.choice(ids),))
+        elif op < 0.95:
+            await storage.execute("DELETE FROM t_workflow_instance WHERE workflow_instance_id "
+                                  "= %s", (rng.choice(ids),))
+        else:
+            await storage.execute("DELETE FROM t_workflow_instance WHERE workflow_id = %s",
+                                  (rng.randint(1, 3),))
+        if step % 25 == 0:
+            assert await _groups(storage, COUNTS) == await _groups(storage, GROUPS)
+    assert await _groups(storage, COUNTS) == await _groups(storage, GROUPS)
+
+
+async def test_counts_are_rebuilt_when_their_triggers_are_missing(backend, storage):
+    """A database written without the triggers (by the original engine, or an evqueue that
+    could not create them) is recounted at the next start."""
+    for _ in range(5):
+        await storage.execute(INSERT, ("n1", 1, "TERMINATED", 1))
+    await storage.close()
+    for trigger in schema.COUNT_TRIGGERS:
+        backend.admin(f"DROP TRIGGER {trigger}")
+    for _ in range(3):
+        backend.admin(INSERT, ("n2", 2, "EXECUTING", None))
+    backend.admin(f"UPDATE {schema.COUNT_TABLE} SET instance_count = 99")
+    again = backend.make()
+    await again.open()
+    try:
+        assert again.instance_counts
+        assert await _groups(again, COUNTS) == {(1, "n1", "TERMINATED", 1, 5),
+                                                (2, "n2", "EXECUTING", 0, 3)}
+        await again.execute(INSERT, ("n2", 2, "EXECUTING", None))
+        assert (2, "n2", "EXECUTING", 0, 4) in await _groups(again, COUNTS)
+    finally:
+        await again.close()
