@@ -577,10 +577,14 @@ class Instances:
         """``instances list`` (protocol.md §3.6.3, errata 16): rows and the matching total."""
         await self.storage.flush()
         # each filter's clause on the instances and on the per-group counts (None: the counts
-        # cannot answer it); a clause applies when its value is set (dates must parse)
+        # cannot answer it); a clause applies when its value is set (dates must parse). A
+        # known workflow is filtered by id, which the instances' indexes start with (a name
+        # only just created on another node is looked up in t_workflow).
+        known = self.server.workflows.find_by_name(filter_workflow) if filter_workflow else None
         filters: list[tuple[Any, str, str | None]] = [
             (filter_id, "wi.workflow_instance_id = %s", None),
             (filter_node, "wi.node_name = %s", "c.node_name = %s"),
+            (known.id, "wi.workflow_id = %s", "c.workflow_id = %s") if known else
             (filter_workflow, "w.workflow_name = %s", "w.workflow_name = %s"),
             (_date(filter_launched_from), "wi.workflow_instance_start >= %s", None),
             (_date(filter_launched_until), "wi.workflow_instance_start <= %s", None),
@@ -616,8 +620,11 @@ class Instances:
                              f"{table} WHERE {column} = %s AND {column}_value = %s)")
                 counted.append(None)
                 args += [name, value]
-        base = ("FROM t_workflow_instance wi JOIN t_workflow w ON w.workflow_id = wi.workflow_id "
-                "WHERE " + " AND ".join(where))
+        # MariaDB would start from t_workflow's few rows and sort every instance they join;
+        # STRAIGHT_JOIN reads the instances first, in the order of their filter's index
+        join = "STRAIGHT_JOIN" if self.storage.dialect == "mysql" else "JOIN"
+        base = (f"FROM t_workflow_instance wi {join} t_workflow w ON w.workflow_id = "
+                "wi.workflow_id WHERE " + " AND ".join(where))
         if groupby:
             return await self._list_grouped(base, args, groupby, limit, offset)
         if self.storage.instance_counts and None not in counted:
