@@ -172,6 +172,11 @@ class MySQLStorage(ThreadedStorage):
                     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", (table,))
         return {name for (name,) in cur.fetchall()}
 
+    def _lock_schema(self, cur: Any) -> None:
+        # (a DDL statement commits: the lock must be taken after it)
+        cur.execute("SELECT version FROM t_evqueue_schema FOR UPDATE")
+        cur.fetchall()
+
     def _triggers(self, cur: Any) -> set[str]:
         cur.execute("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
                     "WHERE TRIGGER_SCHEMA = DATABASE()")

@@ -701,8 +701,7 @@ class ThreadedStorage(Storage):
             return
         log.log(NOTICE, "Counting instances per workflow, node and status")
         try:
-            for sql in (*schema.instance_count_ddl(self.dialect),
-                        *schema.INSTANCE_COUNT_REBUILD):
+            for sql in schema.instance_count_ddl(self.dialect):
                 self._execute(cur, sql, ())
         except Exception as exc:
             if self.dialect != "mysql":
@@ -710,7 +709,14 @@ class ThreadedStorage(Storage):
             log.warning("Cannot create the instance count triggers (%s): instances list "
                         "counts rows instead", exc)
             return
+        self._lock_schema(cur)
+        for sql in schema.INSTANCE_COUNT_REBUILD:
+            self._execute(cur, sql, ())
         self.instance_counts = True
+
+    def _lock_schema(self, cur: Any) -> None:
+        """Make nodes that upgrade one database together take turns until the commit
+        (SQLite's ``BEGIN IMMEDIATE`` already does)."""
 
     def _add_missing_indexes(self, cur: Any) -> None:
         """Migration 1: our extra indexes, also on databases created by the original."""
@@ -719,7 +725,12 @@ class ThreadedStorage(Storage):
             for name, ddl in schema.extra_keys(table, self.dialect):
                 if name not in have:
                     log.log(NOTICE, "Adding index %s to %s", name, table.name)
-                    self._execute(cur, ddl, ())
+                    try:
+                        self._execute(cur, ddl, ())
+                    except Exception:
+                        # fine if another node starting on the same database just added it
+                        if name not in self._indexes(cur, table.name):
+                            raise
 
 
 MIGRATIONS: dict[int, Callable[[ThreadedStorage, Any], None]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from evqueue.storage import schema
@@ -80,3 +81,18 @@ async def test_counts_are_rebuilt_when_their_triggers_are_missing(backend, stora
         assert (2, "n2", "EXECUTING", 0, 4) in await _groups(again, COUNTS)
     finally:
         await again.close()
+
+
+async def test_nodes_starting_together_on_a_new_database(backend):
+    """Three nodes open one new database at once: the schema, the triggers and the counts are
+    set up once, and every node counts."""
+    nodes = [backend.make() for _ in range(3)]
+    await asyncio.gather(*(node.open() for node in nodes))
+    try:
+        assert all(node.instance_counts for node in nodes)
+        await asyncio.gather(*(node.execute(INSERT, (f"n{k}", 1, "EXECUTING", None))
+                               for k, node in enumerate(nodes)))
+        assert await _groups(nodes[0], COUNTS) == await _groups(nodes[0], GROUPS)
+        assert len(await _groups(nodes[0], COUNTS)) == 3
+    finally:
+        await asyncio.gather(*(node.close() for node in nodes))
