@@ -26,7 +26,7 @@ from evqueue.engine.evaluation import new_instance
 from evqueue.engine.instance import TaskRun, WorkflowInstance, job_of
 from evqueue.protocol.errors import ApiError
 from evqueue.storage.base import Tx, now
-from evqueue.storage.schema import COUNT_TABLE
+from evqueue.storage.schema import COUNT_TABLE, TAG_COUNT_TABLE
 
 if TYPE_CHECKING:
     from evqueue.engine.users import User
@@ -40,6 +40,9 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
 _PERIODS = ("year", "month", "day", "hour")
 #: 1-based SUBSTR offsets in 'YYYY-MM-DD HH:MM:SS' (the same text on both backends)
 _SLICES = {"year": (1, 4), "month": (6, 2), "day": (9, 2), "hour": (12, 2)}
+#: Makes a query read the instances in end order (index of the original's key on the end time).
+_END_INDEX = {"sqlite": 'INDEXED BY "t_workflow_instance.workflow_instance_end"',
+              "mysql": "FORCE INDEX (workflow_instance_end)"}
 _COUNTERS = ("running_tasks", "queued_tasks", "retrying_tasks", "error_tasks",
              "waiting_conditions")
 #: write-behind delay of running savepoints at level 2 (level 3 writes at once)
@@ -576,64 +579,68 @@ class Instances:
     ) -> tuple[int, list[tuple[dict[str, str], list[tuple[int, str]] | None]]]:
         """``instances list`` (protocol.md §3.6.3, errata 16): rows and the matching total."""
         await self.storage.flush()
-        # each filter's clause on the instances and on the per-group counts (None: the counts
-        # cannot answer it); a clause applies when its value is set (dates must parse). A
-        # known workflow is filtered by id, which the instances' indexes start with (a name
-        # only just created on another node is looked up in t_workflow).
+        # Each filter: which count table can answer it too ("group": per workflow, node,
+        # status and errors; "tag": per tag and workflow; "both"; None: neither), its clause on
+        # the instances and on that count table. A clause applies when its value is set
+        # (dates must parse). A known workflow is filtered by id, which the instances' indexes
+        # start with (a name only just created on another node is looked up in t_workflow).
         known = self.server.workflows.find_by_name(filter_workflow) if filter_workflow else None
-        filters: list[tuple[Any, str, str | None]] = [
-            (filter_id, "wi.workflow_instance_id = %s", None),
-            (filter_node, "wi.node_name = %s", "c.node_name = %s"),
-            (known.id, "wi.workflow_id = %s", "c.workflow_id = %s") if known else
-            (filter_workflow, "w.workflow_name = %s", "w.workflow_name = %s"),
-            (_date(filter_launched_from), "wi.workflow_instance_start >= %s", None),
-            (_date(filter_launched_until), "wi.workflow_instance_start <= %s", None),
-            (_date(filter_ended_from), "wi.workflow_instance_end >= %s", None),
-            (_date(filter_ended_until), "wi.workflow_instance_end <= %s", None),
-            (filter_status, "wi.workflow_instance_status = %s",
+        filters: list[tuple[str | None, Any, str, str]] = [
+            (None, filter_id, "wi.workflow_instance_id = %s", ""),
+            ("group", filter_node, "wi.node_name = %s", "c.node_name = %s"),
+            ("both", known.id, "wi.workflow_id = %s", "c.workflow_id = %s") if known else
+            ("both", filter_workflow, "w.workflow_name = %s", "w.workflow_name = %s"),
+            (None, _date(filter_launched_from), "wi.workflow_instance_start >= %s", ""),
+            (None, _date(filter_launched_until), "wi.workflow_instance_start <= %s", ""),
+            (None, _date(filter_ended_from), "wi.workflow_instance_end >= %s", ""),
+            (None, _date(filter_ended_until), "wi.workflow_instance_end <= %s", ""),
+            ("group", filter_status, "wi.workflow_instance_status = %s",
              "c.workflow_instance_status = %s"),
-            (filter_tag_id, "wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
-                            "t_workflow_instance_tag WHERE tag_id = %s)", None),
-            (filter_schedule_id, "wi.workflow_schedule_id = %s", None),
+            ("tag", filter_tag_id, "wi.workflow_instance_id IN (SELECT workflow_instance_id "
+                                   "FROM t_workflow_instance_tag WHERE tag_id = %s)",
+             "c.tag_id = %s"),
+            (None, filter_schedule_id, "wi.workflow_schedule_id = %s", ""),
         ]
         if not user.is_admin:
             readable = [wid for wid in self.server.workflows.ids() if user.can(wid, "read")]
             if not readable:
                 return 0, []
             ids = ",".join(str(w) for w in readable)
-            filters.append((True, f"wi.workflow_id IN ({ids})", f"c.workflow_id IN ({ids})"))
+            filters.append(("both", True, f"wi.workflow_id IN ({ids})",
+                            f"c.workflow_id IN ({ids})"))
         if filter_error:
-            filters.append((True, "wi.workflow_instance_errors > 0", "c.with_errors = 1"))
-        where, counted, args = ["1=1"], ["1=1"], []
-        for value, clause, count_clause in filters:
-            if value:
-                where.append(clause)
-                counted.append(count_clause)
-                if value is not True:
-                    args.append(value)
+            filters.append(("group", True, "wi.workflow_instance_errors > 0", "c.with_errors = 1"))
         for table, column, pairs in (
             ("t_workflow_instance_parameters", "workflow_instance_parameter", parameters),
             ("t_workflow_instance_filters", "workflow_instance_filter", custom),
         ):
-            for name, value in pairs.items():
-                where.append(f"wi.workflow_instance_id IN (SELECT workflow_instance_id FROM "
-                             f"{table} WHERE {column} = %s AND {column}_value = %s)")
-                counted.append(None)
-                args += [name, value]
+            filters += [(None, (name, value), f"wi.workflow_instance_id IN (SELECT "
+                         f"workflow_instance_id FROM {table} WHERE {column} = %s AND "
+                         f"{column}_value = %s)", "") for name, value in pairs.items()]
+        active = [f for f in filters if f[1]]
+        args = [a for f in active if f[1] is not True
+                for a in (f[1] if isinstance(f[1], tuple) else (f[1],))]
         # MariaDB would start from t_workflow's few rows and sort every instance they join;
         # STRAIGHT_JOIN reads the instances first, in the order of their filter's index
         join = "STRAIGHT_JOIN" if self.storage.dialect == "mysql" else "JOIN"
         base = (f"FROM t_workflow_instance wi {join} t_workflow w ON w.workflow_id = "
-                "wi.workflow_id WHERE " + " AND ".join(where))
+                "wi.workflow_id WHERE " + " AND ".join(["1=1", *(f[2] for f in active)]))
         if groupby:
             return await self._list_grouped(base, args, groupby, limit, offset)
-        if self.storage.instance_counts and None not in counted:
-            total = int((await self.storage.query_one(
-                f"SELECT COALESCE(SUM(c.instance_count), 0) FROM {COUNT_TABLE} c JOIN "
-                "t_workflow w ON w.workflow_id = c.workflow_id WHERE " + " AND ".join(counted),
-                args))[0])
-        else:
+        kinds = {f[0] for f in active}
+        counts = (None if not self.storage.instance_counts or None in kinds
+                  else TAG_COUNT_TABLE if "tag" in kinds else COUNT_TABLE)
+        if counts == TAG_COUNT_TABLE and "group" in kinds:
+            counts = None
+        if counts is None:
             total = (await self.storage.query_one(f"SELECT COUNT(*) {base}", args))[0]
+        else:
+            total = int((await self.storage.query_one(
+                f"SELECT COALESCE(SUM(c.instance_count), 0) FROM {counts} c JOIN t_workflow w "
+                "ON w.workflow_id = c.workflow_id WHERE "
+                + " AND ".join(["1=1", *(f[3] for f in active)]), args))[0])
+        if counts == TAG_COUNT_TABLE and await self._walk_end_order(total, offset + limit):
+            base = base.replace("wi ", f"wi {_END_INDEX[self.storage.dialect]} ", 1)
         bound: list[Any] = []
         if 0 < limit and offset + limit < total:
             # the page's last end time, read in index order (no sort), bounds what the ORDER
@@ -672,6 +679,14 @@ class Instances:
             attrs["comment"] = comment or ""
             items.append((attrs, tags[iid]))
         return total, items
+
+    async def _walk_end_order(self, matches: int, needed: int) -> bool:
+        """Whether reading instances in end order and keeping the tagged ones finds a page
+        sooner than reading every tagged instance and sorting them: about ``needed`` × (all
+        instances / ``matches``) index entries against ``matches`` row reads."""
+        everything = (await self.storage.query_one(
+            f"SELECT COALESCE(SUM(instance_count), 0) FROM {COUNT_TABLE}"))[0]
+        return matches * matches > needed * int(everything)
 
     async def _list_grouped(self, base: str, args: list[Any], groupby: str, limit: int,
                             offset: int) -> tuple[int, list[tuple[dict[str, str], None]]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 TABLE_VERSION = "v3.3"
 #: Version in ``t_evqueue_schema`` (steps: :data:`evqueue.storage.threaded.MIGRATIONS`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 NOW = object()
 """Default value meaning "the current local time" (``CURRENT_TIMESTAMP``)."""
@@ -298,8 +298,8 @@ TABLES: tuple[Table, ...] = (
         # `instances list` pages ordered by end time, filtered by status, workflow, node,
         # schedule or errors (read in index order: a page costs about one page of rows), and
         # the start-up resume of this node's executing instances. With workflow_id, the
-        # `rows` count of a filter on node, schedule or errors reads the index only
-        # (bench/instances_list.py).
+        # `rows` count of a filter on node, schedule, errors, launch or end dates reads the
+        # index only (bench/instances_list.py).
         _extra("status_end", "workflow_instance_status", "workflow_instance_end"),
         _extra("workflow_end", "workflow_id", "workflow_instance_end"),
         _extra("node_status", "node_name", "workflow_instance_status"),
@@ -307,6 +307,8 @@ TABLES: tuple[Table, ...] = (
         _extra("schedule_end", "workflow_schedule_id", "workflow_instance_end", "workflow_id"),
         _extra("errors_end", "workflow_instance_errors", "workflow_instance_end",
                "workflow_id"),
+        _extra("start_workflow", "workflow_instance_start", "workflow_id"),
+        _extra("end_workflow", "workflow_instance_end", "workflow_id"),
     )),
     Table("t_workflow_instance_filters", (
         _uint("workflow_instance_id"),
@@ -538,85 +540,139 @@ def extra_keys(t: Table, dialect: str) -> list[tuple[str, str]]:
 # -- instance counts --------------------------------------------------------------------------
 # ``instances list`` returns the exact number of matching rows. Counting index entries costs
 # ~100 ns per row on SQLite and more on MariaDB: seconds for "all instances" or "one node" over
-# millions of rows. Triggers keep a count per (workflow, node, status, with errors) group, so
-# that a list filtered by those alone sums a few rows. Triggers (rather than our own code) keep
-# it exact whoever writes: every node of a cluster, the original C++ engine, an administrator.
-# Derived data: not in TABLES (``migrate-db`` copies the instances and the target's triggers
-# count them), rebuilt whenever its triggers are missing.
+# millions of rows. Triggers keep a count per (workflow, node, status, with errors) group and
+# per (tag, workflow), so that a list filtered by those alone sums a few rows. Triggers (rather
+# than our own code) keep them exact whoever writes: every node of a cluster, the original C++
+# engine, an administrator, in any order (tags before their instance, or after). Derived data:
+# not in TABLES (``migrate-db`` copies the instances and the target's triggers count them),
+# rebuilt whenever a trigger is missing.
 COUNT_TABLE = "t_evqueue_instance_count"
-COUNT_TRIGGERS = ("evq_instance_count_insert", "evq_instance_count_update",
-                  "evq_instance_count_delete")
+TAG_COUNT_TABLE = "t_evqueue_tag_count"
+_WI = "t_workflow_instance"
+_TAG = "t_workflow_instance_tag"
 _GROUP = ("workflow_id", "node_name", "workflow_instance_status")
 _COUNT_COLUMNS = "workflow_id, node_name, workflow_instance_status, with_errors, instance_count"
+_TAG_COUNT_COLUMNS = "tag_id, workflow_id, instance_count"
 
 
-def _group_values(row: str) -> str:
-    """The group of ``row`` (``NEW`` or ``OLD``) as a VALUES list, counting one instance."""
-    return (", ".join(f"{row}.{c}" for c in _GROUP)
-            + f", COALESCE({row}.workflow_instance_errors, 0) > 0")
+def _trigger(dialect: str, name: str, event: str, table: str, when: str,
+             statements: Sequence[str]) -> str:
+    """``CREATE TRIGGER`` running ``statements`` after ``event`` on ``table`` rows matching
+    ``when`` (SQLite's WHEN, MySQL's IF: MySQL has no conditional triggers)."""
+    body = " ".join(f"{sql};" for sql in statements)
+    if dialect == "mysql":
+        if when:
+            body = f"IF {when} THEN {body} END IF;"
+        return (f"CREATE TRIGGER {name} AFTER {event.split(' OF ')[0]} ON {table} FOR EACH ROW "
+                f"BEGIN {body} END")
+    condition = f" WHEN {when}" if when else ""
+    return f"CREATE TRIGGER {name} AFTER {event} ON {table}{condition} BEGIN {body} END"
 
 
-def _group_match(row: str, same: str) -> str:
-    """WHERE clause selecting the count row of ``row``'s group (``same``: NULL-safe equality)."""
-    return " AND ".join([*(f"{c} {same} {row}.{c}" for c in _GROUP),
-                         f"with_errors = (COALESCE({row}.workflow_instance_errors, 0) > 0)"])
+def _errors(row: str) -> str:
+    return f"(COALESCE({row}.workflow_instance_errors, 0) > 0)"
 
 
-def _group_changed(same: str) -> str:
-    return "NOT (" + " AND ".join(
+def _count_triggers(dialect: str) -> dict[str, str]:
+    """Trigger name → DDL."""
+    same = "<=>" if dialect == "mysql" else "IS"
+    ignore = "INSERT IGNORE" if dialect == "mysql" else "INSERT OR IGNORE"
+
+    def group(row: str) -> str:
+        return " AND ".join([*(f"{c} {same} {row}.{c}" for c in _GROUP),
+                             f"with_errors = {_errors(row)}"])
+
+    def add(row: str) -> list[str]:
+        values = ", ".join(f"{row}.{c}" for c in _GROUP)
+        return [f"{ignore} INTO {COUNT_TABLE} ({_COUNT_COLUMNS}) "
+                f"VALUES ({values}, {_errors(row)}, 0)",
+                f"UPDATE {COUNT_TABLE} SET instance_count = instance_count + 1 "
+                f"WHERE {group(row)}"]
+
+    def remove(row: str) -> list[str]:
+        return [f"UPDATE {COUNT_TABLE} SET instance_count = instance_count - 1 "
+                f"WHERE {group(row)}"]
+
+    def tags_of(row: str) -> str:
+        return f"SELECT tag_id FROM {_TAG} WHERE workflow_instance_id = {row}.workflow_instance_id"
+
+    def add_tags(row: str) -> list[str]:
+        return [f"{ignore} INTO {TAG_COUNT_TABLE} ({_TAG_COUNT_COLUMNS}) "
+                f"SELECT tag_id, {row}.workflow_id, 0 FROM {_TAG} "
+                f"WHERE workflow_instance_id = {row}.workflow_instance_id",
+                f"UPDATE {TAG_COUNT_TABLE} SET instance_count = instance_count + 1 "
+                f"WHERE workflow_id = {row}.workflow_id AND tag_id IN ({tags_of(row)})"]
+
+    def remove_tags(row: str) -> list[str]:
+        return [f"UPDATE {TAG_COUNT_TABLE} SET instance_count = instance_count - 1 "
+                f"WHERE workflow_id = {row}.workflow_id AND tag_id IN ({tags_of(row)})"]
+
+    def tag_step(row: str, step: str) -> str:
+        return (f"UPDATE {TAG_COUNT_TABLE} SET instance_count = instance_count {step} 1 "
+                f"WHERE tag_id = {row}.tag_id AND workflow_id = (SELECT workflow_id FROM {_WI} "
+                f"WHERE workflow_instance_id = {row}.workflow_instance_id)")
+
+    group_changed = "NOT (" + " AND ".join(
         [*(f"OLD.{c} {same} NEW.{c}" for c in _GROUP),
-         "(COALESCE(OLD.workflow_instance_errors, 0) > 0) = "
-         "(COALESCE(NEW.workflow_instance_errors, 0) > 0)"]) + ")"
+         f"{_errors('OLD')} = {_errors('NEW')}"]) + ")"
+    moved = ("NOT (OLD.workflow_id <=> NEW.workflow_id AND OLD.workflow_instance_id = "
+             "NEW.workflow_instance_id)").replace("<=>", same)
+    instance_of_tag = (f"EXISTS (SELECT 1 FROM {_WI} "
+                       "WHERE workflow_instance_id = NEW.workflow_instance_id)")
+    triggers = [
+        ("evq_instance_count_insert", "INSERT", _WI, "", add("NEW")),
+        ("evq_instance_count_update",
+         "UPDATE OF " + ", ".join([*_GROUP, "workflow_instance_errors"]), _WI, group_changed,
+         [*remove("OLD"), *add("NEW")]),
+        ("evq_instance_count_delete", "DELETE", _WI, "", remove("OLD")),
+        ("evq_tag_count_instance_insert", "INSERT", _WI, f"EXISTS ({tags_of('NEW')})",
+         add_tags("NEW")),
+        ("evq_tag_count_instance_update", "UPDATE OF workflow_id, workflow_instance_id", _WI,
+         moved, [*remove_tags("OLD"), *add_tags("NEW")]),
+        ("evq_tag_count_instance_delete", "DELETE", _WI, f"EXISTS ({tags_of('OLD')})",
+         remove_tags("OLD")),
+        ("evq_tag_count_tag_insert", "INSERT", _TAG, instance_of_tag,
+         [f"{ignore} INTO {TAG_COUNT_TABLE} ({_TAG_COUNT_COLUMNS}) SELECT NEW.tag_id, "
+          f"workflow_id, 0 FROM {_WI} WHERE workflow_instance_id = NEW.workflow_instance_id",
+          tag_step("NEW", "+")]),
+        ("evq_tag_count_tag_delete", "DELETE", _TAG, "", [tag_step("OLD", "-")]),
+    ]
+    return {name: _trigger(dialect, name, event, table, when, body)
+            for name, event, table, when, body in triggers}
+
+
+COUNT_TRIGGERS: tuple[str, ...] = tuple(_count_triggers("sqlite"))
 
 
 def instance_count_ddl(dialect: str) -> list[str]:
-    """The count table (if missing) and its three triggers."""
-    insert, update, delete = COUNT_TRIGGERS
+    """The count tables (if missing), then their triggers, each dropped and created again."""
     if dialect == "mysql":
-        add = (f"INSERT INTO {COUNT_TABLE} ({_COUNT_COLUMNS}) VALUES ({_group_values('NEW')}, 1) "
-               "ON DUPLICATE KEY UPDATE instance_count = instance_count + 1")
-        remove = (f"UPDATE {COUNT_TABLE} SET instance_count = instance_count - 1 "
-                  f"WHERE {_group_match('OLD', '<=>')}")
-        return [
-            f"CREATE TABLE IF NOT EXISTS {COUNT_TABLE} (workflow_id INT NOT NULL, "
-            "node_name VARCHAR(32) CHARACTER SET ascii NOT NULL DEFAULT '', "
-            "workflow_instance_status VARCHAR(16) CHARACTER SET ascii NOT NULL, "
-            "with_errors TINYINT NOT NULL, instance_count BIGINT NOT NULL, "
-            "PRIMARY KEY (workflow_id, node_name, workflow_instance_status, with_errors)) "
-            "ENGINE=InnoDB COMMENT='evqueue: instances per group (triggers)'",
-            f"CREATE TRIGGER IF NOT EXISTS {insert} AFTER INSERT ON t_workflow_instance "
-            f"FOR EACH ROW {add}",
-            f"CREATE TRIGGER IF NOT EXISTS {update} AFTER UPDATE ON t_workflow_instance "
-            f"FOR EACH ROW BEGIN IF {_group_changed('<=>')} THEN {remove}; {add}; END IF; END",
-            f"CREATE TRIGGER IF NOT EXISTS {delete} AFTER DELETE ON t_workflow_instance "
-            f"FOR EACH ROW {remove}",
-        ]
-    add = (f"INSERT OR IGNORE INTO {COUNT_TABLE} ({_COUNT_COLUMNS}) "
-           f"VALUES ({_group_values('NEW')}, 0); "
-           f"UPDATE {COUNT_TABLE} SET instance_count = instance_count + 1 "
-           f"WHERE {_group_match('NEW', 'IS')};")
-    remove = (f"UPDATE {COUNT_TABLE} SET instance_count = instance_count - 1 "
-              f"WHERE {_group_match('OLD', 'IS')};")
-    columns = ", ".join([*_GROUP, "workflow_instance_errors"])
-    return [
-        f'CREATE TABLE IF NOT EXISTS "{COUNT_TABLE}" (workflow_id INTEGER NOT NULL, '
-        "node_name TEXT NOT NULL DEFAULT '', workflow_instance_status TEXT NOT NULL, "
-        "with_errors INTEGER NOT NULL, instance_count INTEGER NOT NULL, "
-        "PRIMARY KEY (workflow_id, node_name, workflow_instance_status, with_errors)) "
-        "WITHOUT ROWID",
-        f"CREATE TRIGGER IF NOT EXISTS {insert} AFTER INSERT ON t_workflow_instance "
-        f"BEGIN {add} END",
-        f"CREATE TRIGGER IF NOT EXISTS {update} AFTER UPDATE OF {columns} "
-        f"ON t_workflow_instance WHEN {_group_changed('IS')} BEGIN {remove} {add} END",
-        f"CREATE TRIGGER IF NOT EXISTS {delete} AFTER DELETE ON t_workflow_instance "
-        f"BEGIN {remove} END",
+        ascii_ = " CHARACTER SET ascii"
+        table_end = " ENGINE=InnoDB COMMENT='evqueue: instances per group (kept by triggers)'"
+    else:
+        ascii_, table_end = "", " WITHOUT ROWID"
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {COUNT_TABLE} (workflow_id INTEGER NOT NULL, "
+        f"node_name VARCHAR(32){ascii_} NOT NULL DEFAULT '', "
+        f"workflow_instance_status VARCHAR(16){ascii_} NOT NULL, "
+        "with_errors SMALLINT NOT NULL, instance_count BIGINT NOT NULL, "
+        f"PRIMARY KEY (workflow_id, node_name, workflow_instance_status, with_errors)){table_end}",
+        f"CREATE TABLE IF NOT EXISTS {TAG_COUNT_TABLE} (tag_id INTEGER NOT NULL, "
+        "workflow_id INTEGER NOT NULL, instance_count BIGINT NOT NULL, "
+        f"PRIMARY KEY (tag_id, workflow_id)){table_end}",
     ]
+    for name, ddl in _count_triggers(dialect).items():
+        statements += [f"DROP TRIGGER IF EXISTS {name}", ddl]
+    return statements
 
 
-#: Recount every group (when the triggers were missing, e.g. a database of the original).
+#: Recount everything (after the triggers were missing, e.g. in a database of the original).
 INSTANCE_COUNT_REBUILD = (
     f"DELETE FROM {COUNT_TABLE}",
     f"INSERT INTO {COUNT_TABLE} ({_COUNT_COLUMNS}) SELECT {', '.join(_GROUP)}, "
-    "COALESCE(workflow_instance_errors, 0) > 0, COUNT(*) FROM t_workflow_instance "
-    f"GROUP BY {', '.join(_GROUP)}, COALESCE(workflow_instance_errors, 0) > 0",
+    f"{_errors(_WI)}, COUNT(*) FROM {_WI} GROUP BY {', '.join(_GROUP)}, {_errors(_WI)}",
+    f"DELETE FROM {TAG_COUNT_TABLE}",
+    f"INSERT INTO {TAG_COUNT_TABLE} ({_TAG_COUNT_COLUMNS}) SELECT it.tag_id, wi.workflow_id, "
+    f"COUNT(*) FROM {_TAG} it JOIN {_WI} wi ON wi.workflow_instance_id = "
+    "it.workflow_instance_id GROUP BY it.tag_id, wi.workflow_id",
 )

@@ -706,9 +706,10 @@ class ThreadedStorage(Storage):
         except Exception as exc:
             if self.dialect != "mysql":
                 raise
-            log.warning("Cannot create the instance count triggers (%s): instances list "
-                        "counts rows instead", exc)
-            return
+            if not set(schema.COUNT_TRIGGERS) <= self._triggers(cur):  # (not a node's race)
+                log.warning("Cannot create the instance count triggers (%s): instances list "
+                            "counts rows instead", exc)
+                return
         self._lock_schema(cur)
         for sql in schema.INSTANCE_COUNT_REBUILD:
             self._execute(cur, sql, ())
@@ -736,6 +737,7 @@ class ThreadedStorage(Storage):
 MIGRATIONS: dict[int, Callable[[ThreadedStorage, Any], None]] = {
     1: ThreadedStorage._add_missing_indexes,
     2: ThreadedStorage._add_missing_indexes,  # node_end, schedule_end, errors_end
+    3: ThreadedStorage._add_missing_indexes,  # start_workflow, end_workflow
 }
 
 

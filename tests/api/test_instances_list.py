@@ -322,3 +322,19 @@ async def test_tag_untag_delete(any_api: Api) -> None:
                                "t_workflow_instance_parameters WHERE workflow_instance_id = 5"
                                ) == []
     assert await _ids(any_api, 'parameter_p="x"') == [1]
+
+
+async def test_pages_of_a_common_tag(any_api: Api) -> None:
+    """A tag on most instances: its pages are read in end order (not by sorting every tagged
+    instance), with the same rows, order and total as without the tag filter."""
+    await _history(any_api)
+    storage = any_api.server.storage
+    for iid in (1, 2, 4, 5, 6):  # 6: its workflow was deleted, hidden
+        await storage.execute("INSERT INTO t_workflow_instance_tag (tag_id, "
+                              "workflow_instance_id) VALUES (2, %s)", (iid,))
+    for attributes, expected in (('limit="1"', [3]), ('limit="2" offset="1"', [5, 2]),
+                                 ('limit="2" offset="3"', [1, 4]), ('offset="5"', []),
+                                 ('filter_workflow="alpha" limit="2"', [5, 2])):
+        answer = await any_api.ok(f'<instances action="list" filter_tag_id="2" {attributes} />')
+        assert [int(row.get("id")) for row in answer] == expected, attributes
+        assert answer.get("rows") == ("3" if "alpha" in attributes else "5"), attributes

@@ -12,6 +12,11 @@ GROUPS = ("SELECT workflow_id, node_name, workflow_instance_status, "
           "GROUP BY 1, 2, 3, 4")
 COUNTS = (f"SELECT workflow_id, node_name, workflow_instance_status, with_errors, instance_count "
           f"FROM {schema.COUNT_TABLE} WHERE instance_count <> 0")
+TAG_GROUPS = ("SELECT it.tag_id, wi.workflow_id, COUNT(*) FROM t_workflow_instance_tag it JOIN "
+              "t_workflow_instance wi ON wi.workflow_instance_id = it.workflow_instance_id "
+              "GROUP BY 1, 2")
+TAG_COUNTS = (f"SELECT tag_id, workflow_id, instance_count FROM {schema.TAG_COUNT_TABLE} "
+              "WHERE instance_count <> 0")
 INSERT = ("INSERT INTO t_workflow_instance (node_name, workflow_id, workflow_instance_status, "
           "workflow_instance_errors) VALUES (%s, %s, %s, %s)")
 
@@ -20,13 +25,24 @@ async def _groups(storage, sql: str) -> set[tuple[int, str, str, int, int]]:
     return {(int(w), n, s, int(e), int(c)) for w, n, s, e, c in await storage.query(sql)}
 
 
+async def _tag_groups(storage, sql: str) -> set[tuple[int, ...]]:
+    return {tuple(int(v) for v in row) for row in await storage.query(sql)}
+
+
+async def _check(storage) -> None:
+    assert await _groups(storage, COUNTS) == await _groups(storage, GROUPS)
+    assert await _tag_groups(storage, TAG_COUNTS) == await _tag_groups(storage, TAG_GROUPS)
+
+
 async def test_counts_follow_every_kind_of_write(storage):
     """Inserts, status/error/node/workflow changes, savepoint-only updates and deletes (one
-    by one and in bulk), in random order: the counts always equal a GROUP BY of the rows."""
+    by one and in bulk), tags added and removed (also before their instance exists, and left
+    behind by a deleted instance), in random order: the counts always equal a GROUP BY of the
+    rows (tags: of the tags joined to their instances)."""
     assert storage.instance_counts
     rng = random.Random(7)
     nodes, statuses = ("n1", "n2", ""), ("EXECUTING", "TERMINATED", "ABORTED")
-    for step in range(300):
+    for step in range(400):
         ids = [r[0] for r in await storage.query(
             "SELECT workflow_instance_id FROM t_workflow_instance")]
         op = rng.random()
@@ -49,15 +65,25 @@ async def test_counts_follow_every_kind_of_write(storage):
         elif op < 0.8:
             await storage.execute("UPDATE t_workflow_instance SET workflow_instance_savepoint "
                                   "= 'x' WHERE workflow_instance_id = %s", (rng.choice(ids),))
-        elif op < 0.95:
+        elif op < 0.85:
             await storage.execute("DELETE FROM t_workflow_instance WHERE workflow_instance_id "
                                   "= %s", (rng.choice(ids),))
-        else:
+        elif op < 0.87:
             await storage.execute("DELETE FROM t_workflow_instance WHERE workflow_id = %s",
                                   (rng.randint(1, 3),))
+        elif op < 0.95:  # a tag, sometimes on an instance id that does not exist (yet)
+            await storage.execute(
+                "INSERT INTO t_workflow_instance_tag (tag_id, workflow_instance_id) "
+                "SELECT %s, %s WHERE NOT EXISTS (SELECT 1 FROM t_workflow_instance_tag WHERE "
+                "tag_id = %s AND workflow_instance_id = %s)",
+                (tag := rng.randint(1, 2), iid := rng.choice([*ids, max(ids) + 1]), tag, iid))
+        else:
+            await storage.execute("DELETE FROM t_workflow_instance_tag WHERE tag_id = %s AND "
+                                  "workflow_instance_id = %s",
+                                  (rng.randint(1, 2), rng.choice(ids)))
         if step % 25 == 0:
-            assert await _groups(storage, COUNTS) == await _groups(storage, GROUPS)
-    assert await _groups(storage, COUNTS) == await _groups(storage, GROUPS)
+            await _check(storage)
+    await _check(storage)
 
 
 async def test_counts_are_rebuilt_when_their_triggers_are_missing(backend, storage):
