@@ -40,9 +40,9 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
 _PERIODS = ("year", "month", "day", "hour")
 #: 1-based SUBSTR offsets in 'YYYY-MM-DD HH:MM:SS' (the same text on both backends)
 _SLICES = {"year": (1, 4), "month": (6, 2), "day": (9, 2), "hour": (12, 2)}
-#: Makes a query read the instances in end order (index of the original's key on the end time).
-_END_INDEX = {"sqlite": 'INDEXED BY "t_workflow_instance.workflow_instance_end"',
-              "mysql": "FORCE INDEX (workflow_instance_end)"}
+#: Makes a query read the instances in end order.
+_END_INDEX = {"sqlite": 'INDEXED BY "t_workflow_instance.end_workflow"',
+              "mysql": "FORCE INDEX (end_workflow)"}
 _COUNTERS = ("running_tasks", "queued_tasks", "retrying_tasks", "error_tasks",
              "waiting_conditions")
 #: write-behind delay of running savepoints at level 2 (level 3 writes at once)

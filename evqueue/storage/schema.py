@@ -499,9 +499,15 @@ def sqlite_index(t: Table, k: Key) -> str:
 
 
 def _sqlite_indexed(t: Table, k: Key) -> bool:
-    """Whether ``k`` needs its own SQLite index (the auto column is the rowid already)."""
+    """Whether ``k`` needs its own SQLite index: not the rowid (the auto column) nor the
+    primary key, and not a plain key whose columns start a longer key (MySQL keeps the
+    original's keys; on SQLite such an index only costs every write)."""
     auto = t.auto_column
-    return not (auto is not None and k.column_names == (auto.name,)) and not k.primary
+    if (auto is not None and k.column_names == (auto.name,)) or k.primary:
+        return False
+    return k.unique or not any(
+        len(o.column_names) > len(k.column_names)
+        and o.column_names[: len(k.column_names)] == k.column_names for o in t.keys)
 
 
 def sqlite_create(t: Table) -> list[str]:
@@ -528,12 +534,22 @@ def sqlite_create(t: Table) -> list[str]:
     return statements
 
 
+def redundant_indexes(t: Table, dialect: str) -> list[str]:
+    """Indexes an older evqueue created on SQLite that a longer key now covers (dropped by a
+    migration)."""
+    if dialect == "mysql":
+        return []
+    return [sqlite_index_name(t, k) for k in t.keys
+            if not k.primary and not k.unique and not _sqlite_indexed(t, k)]
+
+
 def extra_keys(t: Table, dialect: str) -> list[tuple[str, str]]:
     """``(index name as the backend lists it, DDL)`` of our own indexes on ``t``, which a
     migration adds to databases created by the original engine (or by an older evqueue)."""
     if dialect == "mysql":
         return [(k.name, mysql_add_index(t, k)) for k in t.keys if k.extra]
-    return [(sqlite_index_name(t, k), sqlite_index(t, k)) for k in t.keys if k.extra]
+    return [(sqlite_index_name(t, k), sqlite_index(t, k)) for k in t.keys
+            if k.extra and _sqlite_indexed(t, k)]
 
 
 

@@ -719,6 +719,13 @@ class ThreadedStorage(Storage):
         """Make nodes that upgrade one database together take turns until the commit
         (SQLite's ``BEGIN IMMEDIATE`` already does)."""
 
+    def _reindex(self, cur: Any) -> None:
+        """Migration 3: drop the SQLite indexes a longer key covers, add the new keys."""
+        for table in schema.TABLES:
+            for name in schema.redundant_indexes(table, self.dialect):
+                self._execute(cur, f'DROP INDEX IF EXISTS "{name}"', ())
+        self._add_missing_indexes(cur)
+
     def _add_missing_indexes(self, cur: Any) -> None:
         """Migration 1: our extra indexes, also on databases created by the original."""
         for table in schema.TABLES:
@@ -737,7 +744,7 @@ class ThreadedStorage(Storage):
 MIGRATIONS: dict[int, Callable[[ThreadedStorage, Any], None]] = {
     1: ThreadedStorage._add_missing_indexes,
     2: ThreadedStorage._add_missing_indexes,  # node_end, schedule_end, errors_end
-    3: ThreadedStorage._add_missing_indexes,  # start_workflow, end_workflow
+    3: ThreadedStorage._reindex,  # start_workflow, end_workflow; SQLite: fewer indexes
 }
 
 

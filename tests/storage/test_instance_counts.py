@@ -109,10 +109,10 @@ async def test_counts_are_rebuilt_when_their_triggers_are_missing(backend, stora
         await again.close()
 
 
-async def test_nodes_starting_together_on_a_new_database(backend):
-    """Three nodes open one new database at once: the schema, the triggers and the counts are
-    set up once, and every node counts."""
-    nodes = [backend.make() for _ in range(3)]
+async def test_nodes_starting_together_on_a_new_database(mysql_backend):
+    """Three cluster nodes open one new database at once: the schema, the triggers and the
+    counts are set up, and every node counts."""
+    nodes = [mysql_backend.make() for _ in range(3)]
     await asyncio.gather(*(node.open() for node in nodes))
     try:
         assert all(node.instance_counts for node in nodes)

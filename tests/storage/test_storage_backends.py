@@ -104,6 +104,27 @@ async def test_missing_indexes_are_added_by_migration(backend, storage):
     assert backend.admin("SELECT version FROM t_evqueue_schema") == [(schema.SCHEMA_VERSION,)]
 
 
+async def test_sqlite_drops_indexes_a_longer_key_covers(backend, storage):
+    """On SQLite a plain key whose columns start a longer key gets no index of its own (MySQL
+    keeps the original's keys); a database of schema 2, which had them, loses them."""
+    if backend.name != "sqlite":
+        pytest.skip("SQLite-only behaviour")
+    indexes = "SELECT name FROM sqlite_master WHERE type = 'index'"
+    covered = {"t_workflow_instance.workflow_instance_end", "t_workflow_instance.end_workflow"}
+    assert {r[0] for r in backend.admin(indexes)} & covered == {
+        "t_workflow_instance.end_workflow"}
+    await storage.close()
+    backend.admin('CREATE INDEX "t_workflow_instance.workflow_instance_end" ON '
+                  't_workflow_instance (workflow_instance_end)')
+    backend.admin('DROP INDEX "t_workflow_instance.end_workflow"')
+    backend.admin("UPDATE t_evqueue_schema SET version = 2")
+    again = backend.make()
+    await again.open()
+    await again.close()
+    assert {r[0] for r in backend.admin(indexes)} & covered == {
+        "t_workflow_instance.end_workflow"}
+
+
 async def test_mysql_unknown_table_version_is_refused(mysql_backend, storage):
     await storage.close()
     mysql_backend.admin("ALTER TABLE t_queue COMMENT = 'v3.1'")
