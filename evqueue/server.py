@@ -8,6 +8,7 @@ listeners, saves running instances and leaves their task processes running (ops.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import resource
@@ -140,6 +141,7 @@ class Server:
         _raise_fd_limit(cfg["network.connections.max"] + cfg["ws.connections.max"] + 256)
         await self.stream.start()
         await self.websocket.start()
+        _release_free_memory()
         log.log(evqlog.NOTICE, "evqueue core started")
 
     async def serve(self) -> None:
@@ -217,6 +219,15 @@ class Server:
         """Hooks run when an instance terminates (not when suspended at shutdown)."""
         self.scheduler.instance_ended(inst)
         self.notifications.instance_ended(inst)
+
+
+def _release_free_memory() -> None:
+    """Give back to the system the heap that start-up used and freed (schema checks, loading
+    every definition): glibc keeps it otherwise, about 0.8 MB of the idle daemon's RSS."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _raise_fd_limit(needed: int) -> None:
