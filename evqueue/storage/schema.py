@@ -561,7 +561,8 @@ def extra_keys(t: Table, dialect: str) -> list[tuple[str, str]]:
 # than our own code) keep them exact whoever writes: every node of a cluster, the original C++
 # engine, an administrator, in any order (tags before their instance, or after). Derived data:
 # not in TABLES (``migrate-db`` copies the instances and the target's triggers count them),
-# rebuilt whenever a trigger is missing.
+# rebuilt whenever a trigger is missing (triggers are known by name: changing a body needs a
+# migration that drops one).
 COUNT_TABLE = "t_evqueue_instance_count"
 TAG_COUNT_TABLE = "t_evqueue_tag_count"
 _WI = "t_workflow_instance"
@@ -598,34 +599,30 @@ def _count_triggers(dialect: str) -> dict[str, str]:
         return " AND ".join([*(f"{c} {same} {row}.{c}" for c in _GROUP),
                              f"with_errors = {_errors(row)}"])
 
+    def step(table: str, where: str, sign: str) -> str:
+        return f"UPDATE {table} SET instance_count = instance_count {sign} 1 WHERE {where}"
+
     def add(row: str) -> list[str]:
         values = ", ".join(f"{row}.{c}" for c in _GROUP)
         return [f"{ignore} INTO {COUNT_TABLE} ({_COUNT_COLUMNS}) "
-                f"VALUES ({values}, {_errors(row)}, 0)",
-                f"UPDATE {COUNT_TABLE} SET instance_count = instance_count + 1 "
-                f"WHERE {group(row)}"]
-
-    def remove(row: str) -> list[str]:
-        return [f"UPDATE {COUNT_TABLE} SET instance_count = instance_count - 1 "
-                f"WHERE {group(row)}"]
+                f"VALUES ({values}, {_errors(row)}, 0)", step(COUNT_TABLE, group(row), "+")]
 
     def tags_of(row: str) -> str:
         return f"SELECT tag_id FROM {_TAG} WHERE workflow_instance_id = {row}.workflow_instance_id"
+
+    def tagged(row: str) -> str:
+        """The tag counts of ``row``, an instance."""
+        return f"workflow_id = {row}.workflow_id AND tag_id IN ({tags_of(row)})"
 
     def add_tags(row: str) -> list[str]:
         return [f"{ignore} INTO {TAG_COUNT_TABLE} ({_TAG_COUNT_COLUMNS}) "
                 f"SELECT tag_id, {row}.workflow_id, 0 FROM {_TAG} "
                 f"WHERE workflow_instance_id = {row}.workflow_instance_id",
-                f"UPDATE {TAG_COUNT_TABLE} SET instance_count = instance_count + 1 "
-                f"WHERE workflow_id = {row}.workflow_id AND tag_id IN ({tags_of(row)})"]
+                step(TAG_COUNT_TABLE, tagged(row), "+")]
 
-    def remove_tags(row: str) -> list[str]:
-        return [f"UPDATE {TAG_COUNT_TABLE} SET instance_count = instance_count - 1 "
-                f"WHERE workflow_id = {row}.workflow_id AND tag_id IN ({tags_of(row)})"]
-
-    def tag_step(row: str, step: str) -> str:
-        return (f"UPDATE {TAG_COUNT_TABLE} SET instance_count = instance_count {step} 1 "
-                f"WHERE tag_id = {row}.tag_id AND workflow_id = (SELECT workflow_id FROM {_WI} "
+    def of_tag(row: str) -> str:
+        """The tag count of ``row``, a tag of an instance."""
+        return (f"tag_id = {row}.tag_id AND workflow_id = (SELECT workflow_id FROM {_WI} "
                 f"WHERE workflow_instance_id = {row}.workflow_instance_id)")
 
     group_changed = "NOT (" + " AND ".join(
@@ -639,19 +636,20 @@ def _count_triggers(dialect: str) -> dict[str, str]:
         ("evq_instance_count_insert", "INSERT", _WI, "", add("NEW")),
         ("evq_instance_count_update",
          "UPDATE OF " + ", ".join([*_GROUP, "workflow_instance_errors"]), _WI, group_changed,
-         [*remove("OLD"), *add("NEW")]),
-        ("evq_instance_count_delete", "DELETE", _WI, "", remove("OLD")),
+         [step(COUNT_TABLE, group("OLD"), "-"), *add("NEW")]),
+        ("evq_instance_count_delete", "DELETE", _WI, "", [step(COUNT_TABLE, group("OLD"), "-")]),
         ("evq_tag_count_instance_insert", "INSERT", _WI, f"EXISTS ({tags_of('NEW')})",
          add_tags("NEW")),
         ("evq_tag_count_instance_update", "UPDATE OF workflow_id, workflow_instance_id", _WI,
-         moved, [*remove_tags("OLD"), *add_tags("NEW")]),
+         moved, [step(TAG_COUNT_TABLE, tagged("OLD"), "-"), *add_tags("NEW")]),
         ("evq_tag_count_instance_delete", "DELETE", _WI, f"EXISTS ({tags_of('OLD')})",
-         remove_tags("OLD")),
+         [step(TAG_COUNT_TABLE, tagged("OLD"), "-")]),
         ("evq_tag_count_tag_insert", "INSERT", _TAG, instance_of_tag,
          [f"{ignore} INTO {TAG_COUNT_TABLE} ({_TAG_COUNT_COLUMNS}) SELECT NEW.tag_id, "
           f"workflow_id, 0 FROM {_WI} WHERE workflow_instance_id = NEW.workflow_instance_id",
-          tag_step("NEW", "+")]),
-        ("evq_tag_count_tag_delete", "DELETE", _TAG, "", [tag_step("OLD", "-")]),
+          step(TAG_COUNT_TABLE, of_tag("NEW"), "+")]),
+        ("evq_tag_count_tag_delete", "DELETE", _TAG, "",
+         [step(TAG_COUNT_TABLE, of_tag("OLD"), "-")]),
     ]
     return {name: _trigger(dialect, name, event, table, when, body)
             for name, event, table, when, body in triggers}
