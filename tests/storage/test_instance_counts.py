@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import secrets
+
+from conftest import MYSQL_HOST, MYSQL_PORT, mysql_admin
 
 from evqueue.storage import schema
+from evqueue.storage.mysql import MySQLStorage
 
 GROUPS = ("SELECT workflow_id, node_name, workflow_instance_status, "
           "COALESCE(workflow_instance_errors, 0) > 0, COUNT(*) FROM t_workflow_instance "
@@ -122,3 +127,30 @@ async def test_nodes_starting_together_on_a_new_database(mysql_backend):
         assert len(await _groups(nodes[0], COUNTS)) == 3
     finally:
         await asyncio.gather(*(node.close() for node in nodes))
+
+
+async def test_without_the_right_to_create_triggers(mysql_backend, caplog):
+    """An account that may not create triggers (MariaDB with binary logging and no SUPER
+    behaves alike): the daemon starts, says why in the log, and counts rows instead."""
+    user = f"evq_{secrets.token_hex(4)}"
+    root = mysql_admin()
+    try:
+        with root.cursor() as cur:
+            cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
+            cur.execute("GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER ON "
+                        f"`{mysql_backend.target}`.* TO '{user}'@'%'")
+        storage = MySQLStorage(MYSQL_HOST, user, "pw", mysql_backend.target, port=MYSQL_PORT,
+                               retry_timeout=5.0)
+        with caplog.at_level(logging.WARNING, logger="evqueue.storage"):
+            await storage.open()
+        try:
+            assert not storage.instance_counts
+            assert "Cannot create the instance count triggers" in caplog.text
+            await storage.execute(INSERT, ("n1", 1, "EXECUTING", None))
+            assert await storage.query("SELECT COUNT(*) FROM t_workflow_instance") == [(1,)]
+        finally:
+            await storage.close()
+    finally:
+        with root.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        root.close()
