@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,7 @@ async def run(strings: list[str], seconds: float) -> tuple[list[float], list[flo
         lags.append(loop.time() - t - 0.1)
     scheduler.stop()
     await server.storage.close()
+    shutil.rmtree(root, ignore_errors=True)
     return sorted(drifts), lags, armed, reload
 
 

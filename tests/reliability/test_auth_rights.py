@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import tempfile
 from collections.abc import Iterator
 
 import pytest
-from evqtest import Daemon, create_workflow, one_task
+from evqtest import Daemon, create_workflow, one_task, temporary_daemon
 from lxml import etree
 from rawapi import Raw, check_error, ws_login
 from websockets.asyncio.client import connect
@@ -28,21 +27,19 @@ TRANSPORTS = ["tcp", "unix", "ws-api", "ws-events"]
 def env() -> Iterator[tuple[Daemon, int]]:
     """A daemon with one object of each kind, a USER ``bob`` (password ``pw``) and the id of
     workflow ``wf``."""
-    d = Daemon(tempfile.mkdtemp(prefix="evq"))
-    d.start()
-    with d.client() as c:
-        c.query('<queue action="create" name="q" concurrency="1" scheduler="fifo" dynamic="no"/>')
-        wid = create_workflow(c, "wf", one_task("/bin/true"))
-        c.query(f'<workflow_schedule action="create" workflow_id="{wid}" node="localhost" '
-                'schedule="0;0;0;1;0;" onfailure="CONTINUE" active="no" comment=""/>')
-        retry = base64.b64encode(b'<schedule><level retry_delay="1" retry_times="1"/>'
-                                 b"</schedule>").decode()
-        c.query(f'<retry_schedule action="create" name="r" content="{retry}"/>')
-        c.query('<tag action="create" label="t"/>')
-        c.query('<user action="create" name="bob" password="pw" profile="USER"/>')
-    yield d, wid
-    d.stop()
-    d.kill_forker()
+    with temporary_daemon() as d:
+        with d.client() as c:
+            c.query('<queue action="create" name="q" concurrency="1" scheduler="fifo" '
+                    'dynamic="no"/>')
+            wid = create_workflow(c, "wf", one_task("/bin/true"))
+            c.query(f'<workflow_schedule action="create" workflow_id="{wid}" node="localhost" '
+                    'schedule="0;0;0;1;0;" onfailure="CONTINUE" active="no" comment=""/>')
+            retry = base64.b64encode(b'<schedule><level retry_delay="1" retry_times="1"/>'
+                                     b"</schedule>").decode()
+            c.query(f'<retry_schedule action="create" name="r" content="{retry}"/>')
+            c.query('<tag action="create" label="t"/>')
+            c.query('<user action="create" name="bob" password="pw" profile="USER"/>')
+        yield d, wid
 
 
 # --------------------------------------------------------------------------- authentication

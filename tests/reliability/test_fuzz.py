@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import tempfile
 from collections.abc import Iterator
 
 import pytest
-from evqtest import Daemon, wait_terminated
+from evqtest import Daemon, temporary_daemon, wait_terminated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -42,12 +41,8 @@ TOKENS = [b"<", b">", b"/>", b"</", b"<?xml version='1.0'?>", b"<!--", b"-->", b
 @pytest.fixture(scope="module")
 def fuzz_daemon() -> Iterator[Daemon]:
     """One daemon for every example: state built up by earlier examples is part of the fuzz."""
-    root = tempfile.mkdtemp(prefix="evq")
-    d = Daemon(root)
-    d.start()
-    yield d
-    d.stop()
-    d.kill_forker()
+    with temporary_daemon() as d:
+        yield d
 
 
 @st.composite
