@@ -45,7 +45,9 @@ Keys added by this implementation (absent from evQueue 3.3):
   and known-hosts files for remote tasks run through paramiko; an empty known-hosts value
   means the daemon user's usual known-hosts files. ``processmanager.ssh.unknown_hosts``:
   ``reject`` (default) refuses hosts whose key is not known, ``accept`` trusts them on first
-  use and records their key; a changed key is always refused.
+  use and records their key; a changed key is always refused. ``processmanager.ssh.config``
+  (default empty: ``~/.ssh/config``): the OpenSSH client configuration whose host aliases
+  (``HostName``, ``Port``, ``User``, ``IdentityFile``) remote task hosts may name.
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ _TABLE: tuple[Key, ...] = (
     Key("processmanager.agent.path", "/usr/bin/evqueue_agent", Kind.STR),
     Key("processmanager.ssh.key", "", Kind.PATH),
     Key("processmanager.ssh.known_hosts", "", Kind.PATH),
+    Key("processmanager.ssh.config", "", Kind.PATH),
     Key("processmanager.ssh.unknown_hosts", "reject", Kind.ENUM, choices=("reject", "accept")),
     # datastore.* (task output storage)
     Key("datastore.dom.maxsize", "500K", Kind.SIZE),

@@ -23,6 +23,7 @@ OUR_KEYS = {
     "processmanager.ssh.key",
     "processmanager.ssh.known_hosts",
     "processmanager.ssh.unknown_hosts",
+    "processmanager.ssh.config",
 }
 NO_ENV: dict[str, str] = {}
 
@@ -204,7 +205,7 @@ def test_key_table_is_the_reference_plus_our_keys():
     reference = [name for name, _ in reference_entries()]
     assert len(reference) == 100
     assert set(KEYS) == set(reference) | OUR_KEYS
-    assert len(KEYS) == 108
+    assert len(KEYS) == 109
 
 
 def test_entries_match_the_reference_status_answer():
@@ -243,6 +244,7 @@ def test_entries_match_the_reference_status_answer():
         ("processmanager.logs.tailsize", "20K", 20 * 1024),
         ("processmanager.monitor.ssh_path", "/usr/bin/ssh", "/usr/bin/ssh"),
         ("processmanager.ssh.known_hosts", "", ""),
+        ("processmanager.ssh.config", "", ""),
         ("datastore.dom.maxsize", "500K", 500 * 1024),
         ("datastore.db.maxsize", "50M", 50 * 1024 * 1024),
         ("datastore.gzip.level", "9", 9),

@@ -144,6 +144,7 @@ class Runner:
                 key_file=cfg["processmanager.ssh.key"] or cfg["processmanager.monitor.ssh_key"],
                 known_hosts=cfg["processmanager.ssh.known_hosts"],
                 accept_unknown=cfg["processmanager.ssh.unknown_hosts"] == "accept",
+                client_config=cfg["processmanager.ssh.config"],
                 delete_scripts=self.delete_scripts, delete_logs=self.delete_logs)
         return self.remote
 

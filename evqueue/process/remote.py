@@ -22,10 +22,12 @@ engine marks them failed (``REMOTE_LOST``) and retries them per their retry poli
 from __future__ import annotations
 
 import getpass
+import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from evqueue.process.spawner import TASK_ENV
 
@@ -63,6 +65,8 @@ class Target:
     host: str
     port: int
     user: str
+    #: ``IdentityFile`` of the OpenSSH client configuration.
+    identity_files: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -70,21 +74,34 @@ class Target:
 
     @property
     def known_hosts_name(self) -> str:
-        """How OpenSSH names this host in known_hosts."""
+        """How OpenSSH names this host in known_hosts (an alias: by its real name)."""
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
 
-def target_of(host: str, user: str | None) -> Target:
-    """Where to connect: ``host`` may also be ``user@host`` (the task's ``user`` wins)."""
+#: The OpenSSH client configuration of a host name: lower-case keywords (``hostname``,
+#: ``port``, ``user``, ``identityfile`` as a list), as paramiko reads them.
+HostConfig = Callable[[str], Mapping[str, Any]]
+
+
+def target_of(host: str, user: str | None, config: HostConfig | None = None) -> Target:
+    """Where to connect: ``host`` may also be ``user@host`` (the task's ``user`` wins) and
+    ``host:port``. ``config`` gives what ``~/.ssh/config`` says of the name, as the original's
+    ``ssh`` command honoured it: an alias's real host name, port, user and identity files,
+    which the name's own ``user@`` and ``:port`` override."""
     if "@" in host:
         login, host = host.rsplit("@", 1)
         user = user or login
     m = _TARGET.match(host)
-    if m is None:
-        return Target(host, 22, user or getpass.getuser())
-    if m["v6"]:
-        return Target(m["v6"], int(m["p6"]), user or getpass.getuser())
-    return Target(m["host"], int(m["port"]), user or getpass.getuser())
+    port: int | None = None
+    if m is not None:
+        host, port = (m["v6"], int(m["p6"])) if m["v6"] else (m["host"], int(m["port"]))
+    found = config(host) if config is not None else {}
+    return Target(
+        found.get("hostname") or host,
+        port or int(found.get("port") or 22),
+        user or found.get("user") or getpass.getuser(),
+        tuple(os.path.expanduser(f) for f in found.get("identityfile") or ()),
+    )
 
 
 def remote_command(spec: RemoteSpec, delete_script: bool) -> str:

@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 import paramiko
 
@@ -114,6 +114,29 @@ class _HostKeys(paramiko.MissingHostKeyPolicy):
                 with open(self.path, "a") as f:
                     f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
                 log.warning("Accepted new host key of %s (%s)", hostname, _fingerprint(key))
+
+
+class _ClientConfig:
+    """The OpenSSH client configuration (``~/.ssh/config``): the original ran ``ssh``, so
+    host aliases with their ``HostName``, ``Port``, ``User`` and ``IdentityFile`` work for
+    remote tasks. Read again when the file changes, as ssh reads it at each connection."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.expanduser(path or "~/.ssh/config")
+        self.stamp: int | None = None
+        self.config = paramiko.SSHConfig()
+
+    def lookup(self, host: str) -> dict[str, Any]:
+        stamp = _mtime(self.path)
+        if stamp != self.stamp:
+            self.stamp = stamp
+            self.config = paramiko.SSHConfig()
+            if stamp is not None:
+                try:
+                    self.config = paramiko.SSHConfig.from_path(self.path)
+                except (OSError, UnicodeDecodeError, paramiko.ConfigParseError) as e:
+                    log.error("Cannot read SSH client configuration %s: %s", self.path, e)
+        return dict(self.config.lookup(host))
 
 
 class _Conn:
@@ -269,8 +292,9 @@ class _Pool:
                 # small packets (channel opens, exec requests) must not wait for delayed ACKs
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client.connect(
-                    target.host, target.port, target.user, sock=sock,
-                    pkey=pkey, allow_agent=not self.key_file,
+                    target.host, target.port, target.user, sock=sock, pkey=pkey,
+                    key_filename=None if pkey else list(target.identity_files) or None,
+                    allow_agent=not self.key_file,
                     look_for_keys=not self.key_file, timeout=CONNECT_TIMEOUT,
                     banner_timeout=CONNECT_TIMEOUT, auth_timeout=CONNECT_TIMEOUT)
             except RemoteError:
@@ -284,7 +308,9 @@ class _Pool:
                 ) from None
             except paramiko.AuthenticationException as e:
                 client.close()
-                how = f"key {self.key_file}" if self.key_file else "agent and ~/.ssh keys"
+                how = (f"key {self.key_file}" if self.key_file
+                       else f"IdentityFile {', '.join(target.identity_files)} and agent"
+                       if target.identity_files else "agent and ~/.ssh keys")
                 raise RemoteError(f"authentication failed for {target} ({how}): {e}") from None
             except (OSError, EOFError, paramiko.SSHException) as e:
                 client.close()
@@ -355,13 +381,14 @@ class RemoteRunner:
     def __init__(
         self, logs_dir: str, on_exit: Callable[[ExitRecord], object], *, key_file: str = "",
         known_hosts: str = "", accept_unknown: bool = False, delete_scripts: bool = True,
-        delete_logs: bool = True,
+        delete_logs: bool = True, client_config: str = "",
     ) -> None:
         self.logs_dir = os.path.abspath(logs_dir)
         self.on_exit = on_exit
         self.delete_scripts = delete_scripts
         self.delete_logs = delete_logs
         self.pool = _Pool(os.path.expanduser(key_file), _HostKeys(known_hosts, accept_unknown))
+        self.client_config = _ClientConfig(client_config)
         self._loop = asyncio.get_running_loop()
         self._workers = concurrent.futures.ThreadPoolExecutor(WORKERS, "evq-ssh")
         self._killers = concurrent.futures.ThreadPoolExecutor(4, "evq-ssh-kill")
@@ -383,7 +410,7 @@ class RemoteRunner:
     async def spawn(self, spec: RemoteSpec) -> int:
         """Start a remote task; returns its remote pid (0: it could not be started, its exit
         with retval -1 and the reason in stderr follows)."""
-        run = _Run(spec, target_of(spec.host, spec.user))
+        run = _Run(spec, target_of(spec.host, spec.user, self.client_config.lookup))
         fut: asyncio.Future[int] = self._loop.create_future()
         self._pids[spec.tid] = fut
         with self._lock:

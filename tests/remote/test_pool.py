@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from evqtest import free_ports
 from sshtest import Keys, Sshd
 
 from evqueue.process.outputs import output_path
@@ -36,10 +37,14 @@ class Runners:
     def _future(self, tid: int) -> asyncio.Future[ExitRecord]:
         return self.exits.setdefault(tid, asyncio.get_running_loop().create_future())
 
-    def __call__(self, known_hosts: str = "", accept_unknown: bool = False) -> RemoteRunner:
-        runner = RemoteRunner(str(self.logs), self._exit, key_file=str(self.keys.client_key),
+    def __call__(self, known_hosts: str = "", accept_unknown: bool = False,
+                 key_file: str | None = None, client_config: str = "") -> RemoteRunner:
+        """A runner using the test key (``key_file`` None) and known_hosts by default."""
+        runner = RemoteRunner(str(self.logs), self._exit,
+                              key_file=str(self.keys.client_key) if key_file is None
+                              else key_file,
                               known_hosts=known_hosts or str(self.keys.known_hosts),
-                              accept_unknown=accept_unknown)
+                              accept_unknown=accept_unknown, client_config=client_config)
         self.made.append(runner)
         return runner
 
@@ -69,6 +74,36 @@ def test_targets() -> None:
     assert str(target_of("bob@db1", "alice")) == "alice@db1:22"
     assert str(target_of("[::1]:2200", "u")) == "u@[::1]:2200"
     assert target_of("[::1]:2200", "u").known_hosts_name == "[::1]:2200"
+    # what ~/.ssh/config says of an alias; the name's own login and port win
+    aliases = {"db": {"hostname": "10.0.0.7", "port": "2222", "user": "svc",
+                      "identityfile": ["~/.ssh/db_key"]}}
+
+    def config(name: str) -> dict[str, object]:
+        return aliases.get(name, {"hostname": name})
+
+    db = target_of("db", None, config)
+    assert (str(db), db.known_hosts_name) == ("svc@10.0.0.7:2222", "[10.0.0.7]:2222")
+    assert db.identity_files == (os.path.expanduser("~/.ssh/db_key"),)
+    assert str(target_of("bob@db:22", None, config)) == "bob@10.0.0.7:22"
+    assert str(target_of("db", "alice", config)) == "alice@10.0.0.7:2222"
+    assert str(target_of("other", None, config)) == f"{me}@other:22"
+
+
+async def test_host_alias_of_the_ssh_client_configuration(runners: Runners, sshd: Sshd,
+                                                          keys: Keys, tmp_path: Path) -> None:
+    """A task host naming an alias of ``~/.ssh/config`` (here ``processmanager.ssh.config``)
+    reaches its HostName and Port as its User, with its IdentityFile: no other key is set."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host build-box\n  HostName 127.0.0.1\n  Port {sshd.port}\n"
+                      f"  User {getpass.getuser()}\n  IdentityFile {keys.client_key}\n")
+    runner = runners(key_file="", client_config=str(config))
+    record, out, err = await runners.run(runner, RemoteSpec(1, "build-box", None,
+                                                            ["/bin/echo", "aliased"]))
+    assert (record.retval, out, err) == (0, b"aliased\n", b"")
+    # an edited file is read again: the alias now points at a closed port
+    config.write_text(f"Host build-box\n  HostName 127.0.0.1\n  Port {free_ports(1)[0]}\n")
+    record, _, err = await runners.run(runner, RemoteSpec(2, "build-box", None, ["/bin/true"]))
+    assert record.retval == -1 and b"cannot connect to" in err
 
 
 async def test_unknown_host_accepted_on_first_use(runners: Runners, sshd: Sshd,
