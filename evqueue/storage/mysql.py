@@ -32,6 +32,7 @@ _DUP_ENTRY = 1062
 #: at certification, reported as a deadlock too.
 _DEADLOCK = 1213
 _TABLE_EXISTS = 1050
+_TRIGGER_EXISTS = 1359
 
 
 def _number(text: str) -> int | float:
@@ -171,6 +172,9 @@ class MySQLStorage(ThreadedStorage):
         cur.execute("SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS "
                     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", (table,))
         return {name for (name,) in cur.fetchall()}
+
+    def _ddl_race(self, exc: Exception) -> bool:
+        return _code(exc) == _TRIGGER_EXISTS
 
     def _lock_schema(self, cur: Any) -> None:
         # (a DDL statement commits: the lock must be taken after it)

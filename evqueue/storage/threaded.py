@@ -53,6 +53,8 @@ RETRY_MAX = 1.0
 #: Conflicts with other transactions retried at once in a row; then with backoff (a Galera
 #: node may not have applied the winner's write set yet).
 MAX_CONFLICTS = 3
+#: Attempts at creating the instance count triggers while other nodes create them too.
+DDL_ATTEMPTS = 5
 #: Longest wait for a writer thread abandoned during start-up (a MySQL connect attempt times out
 #: after 10 s).
 _JOIN_TIMEOUT = 12.0
@@ -700,13 +702,17 @@ class ThreadedStorage(Storage):
             self.instance_counts = True
             return
         log.log(NOTICE, "Counting instances per workflow, node and status")
-        try:
-            for sql in schema.instance_count_ddl(self.dialect):
-                self._execute(cur, sql, ())
-        except Exception as exc:
-            if self.dialect != "mysql":
-                raise
-            if not set(schema.COUNT_TRIGGERS) <= self._triggers(cur):  # (not a node's race)
+        for attempt in range(DDL_ATTEMPTS):
+            try:
+                for sql in schema.instance_count_ddl(self.dialect):
+                    self._execute(cur, sql, ())
+                break
+            except Exception as exc:
+                if self.dialect != "mysql":
+                    raise
+                if self._ddl_race(exc) and attempt + 1 < DDL_ATTEMPTS:
+                    time.sleep(0.1 * (attempt + 1))  # another node is creating them too
+                    continue
                 log.warning("Cannot create the instance count triggers (%s): instances list "
                             "counts rows instead", exc)
                 return
@@ -714,6 +720,11 @@ class ThreadedStorage(Storage):
         for sql in schema.INSTANCE_COUNT_REBUILD:
             self._execute(cur, sql, ())
         self.instance_counts = True
+
+    def _ddl_race(self, exc: Exception) -> bool:
+        """``exc`` says another node created the object this node just dropped and is
+        creating again (nodes starting together on one new database)."""
+        return False
 
     def _lock_schema(self, cur: Any) -> None:
         """Make nodes that upgrade one database together take turns until the commit
