@@ -620,18 +620,14 @@ class Instances:
         active = [f for f in filters if f[1]]
         args = [a for f in active if f[1] is not True
                 for a in (f[1] if isinstance(f[1], tuple) else (f[1],))]
-        # MariaDB would start from t_workflow's few rows and sort every instance they join;
-        # STRAIGHT_JOIN reads the instances first, in the order of their filter's index
-        mysql = self.storage.dialect == "mysql"
         where = " AND ".join(["1=1", *(f[2] for f in active)])
-        base = (f"FROM t_workflow_instance wi {'STRAIGHT_JOIN' if mysql else 'JOIN'} t_workflow "
-                f"w ON w.workflow_id = wi.workflow_id WHERE {where}")
+        base = _from_instances(self.storage.dialect, where)
         if groupby:
             return await self._list_grouped(base, args, groupby, limit, offset)
         total, counts = await self._total(active, where, base, args,
                                           by_name=bool(filter_workflow) and known is None)
         if counts == TAG_COUNT_TABLE and await self._walk_end_order(total, offset + limit):
-            base = base.replace("wi ", f"wi {_END_INDEX[self.storage.dialect]} ", 1)
+            base = _from_instances(self.storage.dialect, where, _END_INDEX[self.storage.dialect])
         bound: list[Any] = []
         if 0 < limit and offset + limit < total:
             # the page's last end time, read in index order (no sort), bounds what the ORDER
@@ -722,6 +718,15 @@ class Instances:
             attrs["count"] = str(row[-1])
             items.append((attrs, None))
         return len(rows), items
+
+
+def _from_instances(dialect: str, where: str, index_hint: str = "") -> str:
+    """``FROM`` the instances joined to their (still existing) workflow, ``WHERE`` ``where``.
+    MariaDB would start from t_workflow's few rows and sort every instance they join:
+    STRAIGHT_JOIN makes it read the instances first, in the order of their filter's index."""
+    join = "STRAIGHT_JOIN" if dialect == "mysql" else "JOIN"
+    return (f"FROM t_workflow_instance wi {index_hint} {join} t_workflow w "
+            f"ON w.workflow_id = wi.workflow_id WHERE {where}")
 
 
 def _insert_instance(row: tuple[Any, ...], parameters: list[tuple[str, str]], t: Tx) -> int:

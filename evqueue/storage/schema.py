@@ -552,7 +552,6 @@ def extra_keys(t: Table, dialect: str) -> list[tuple[str, str]]:
             if k.extra and _sqlite_indexed(t, k)]
 
 
-
 # -- instance counts --------------------------------------------------------------------------
 # ``instances list`` returns the exact number of matching rows. Counting index entries costs
 # ~100 ns per row on SQLite and more on MariaDB: seconds for "all instances" or "one node" over
