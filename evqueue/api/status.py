@@ -20,7 +20,7 @@ async def status(call: Call) -> None:
         active = server.instances.active
         call.response.set("count", str(len(active)))
         n = 0
-        for inst in list(active.values()):
+        for inst in active.values():  # no await inside: no copy needed
             if limit and n >= limit:
                 break
             if call.user.can(inst.workflow_id, "read"):

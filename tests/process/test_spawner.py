@@ -372,3 +372,11 @@ async def test_sigterm_on_the_forker_drains_then_a_new_one_takes_over(node: Node
     assert await wait_until(lambda: sp.forker_pid not in (0, old), 10)
     assert await sp.spawn(sh(2, "exit 1")) > 0
     assert (await exits.get()).retval == 1
+
+
+async def test_tasks_ignore_no_signal(node: Node) -> None:
+    """The forker ignores SIGHUP; its tasks must get every default back (glibc's
+    posix_spawn leaves its two internal signals, 32 and 33, ignored: no program can use them)."""
+    sp, exits = await node.start()
+    _, out = await run(sp, exits, sh(1, "sed -n 's/^SigIgn:\t//p' /proc/self/status"))
+    assert int(out.stdout, 16) & ~(0b11 << 31) == 0
