@@ -10,7 +10,10 @@ connections and waits until all are TERMINATED (their end is seen through ``stat
 type=workflows`` going back to 0), R times. Then measures the raw posix_spawn+waitpid rate of
 /bin/true at the same concurrency (bench/spawn.py), also R times, and prints the best of each and
 their ratio (the machine may be shared: best of R is the least disturbed run), plus the CPU
-seconds the daemon and its forker used per 1,000 instances and the daemon's RSS.
+seconds the daemon and its forker used per 1,000 instances, their context switches per instance
+and the daemon's RSS. It first prints the machine's cost of one wake-up (a pipe ping-pong
+between two processes): every hand-off between the client, the daemon, its writer thread and
+the forker pays it, and it varies several-fold between machines of one kind.
 ``--storage mysql`` uses the MariaDB server on 127.0.0.1:3306 (root, no password) in a
 throw-away database, dropped afterwards. ``--matrix`` runs concurrency 8 and 64, each over 1 and
 8 connections; ``--quick`` (make bench) uses 300 instances and 1 round.
@@ -55,6 +58,38 @@ def machine_cpu() -> float:
     with open("/proc/stat") as f:
         ticks = [int(v) for v in f.readline().split()[1:]]
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of every thread of a process so far."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+    return total
+
+
+def wakeup_round_trip(n: int = 20000) -> float:
+    """Microseconds per pipe ping-pong between two processes: what one hand-off between the
+    client, the daemon, its writer thread and the forker costs on this machine (a VM whose idle
+    CPUs halt instead of polling pays a hypervisor exit per wake-up)."""
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        while os.read(r1, 1) == b"x":
+            os.write(w2, b"x")
+        os._exit(0)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        os.write(w1, b"x")
+        os.read(r2, 1)
+    elapsed = time.perf_counter() - t0
+    os.write(w1, b"q")
+    os.waitpid(pid, 0)
+    for fd in (r1, w1, r2, w2):
+        os.close(fd)
+    return elapsed / n * 1e6
 
 
 def _login(path: str) -> socket.socket:
@@ -150,9 +185,12 @@ def run(n: int, concurrency: int, connections: int, level: int, storage: str,
         forker = _forker_pid(d)
         cpu0, (fcpu0, _, tasks0) = _proc_stats(d.proc.pid)[0], _proc_stats(forker)
         busy0 = machine_cpu()
+        switches0 = context_switches(d.proc.pid), context_switches(forker)
         elapsed = min(launch_and_wait(d, n, connections) for _ in range(rounds))
         (cpu1, rss, _), (fcpu1, _, tasks1) = _proc_stats(d.proc.pid), _proc_stats(forker)
         busy = machine_cpu() - busy0
+        switches = [context_switches(pid) - before
+                    for pid, before in zip((d.proc.pid, forker), switches0, strict=True)]
         with d.client() as c:
             stats = c.query('<statistics action="query" type="global" />')[0]
             assert stats.get("workflow_instance_launched") == str(n * rounds)
@@ -166,6 +204,8 @@ def run(n: int, concurrency: int, connections: int, level: int, storage: str,
               f"{(fcpu1 - fcpu0) / total:.2f} s, the tasks themselves "
               f"{(tasks1 - tasks0) / total:.2f} s, whole machine {busy / total:.2f} s; "
               f"daemon RSS after: {rss / 1e6:.1f} MB")
+        print(f"context switches per instance: daemon {switches[0] / (n * rounds):.1f}, "
+              f"forker {switches[1] / (n * rounds):.1f}")
         return rate
 
 
@@ -192,6 +232,8 @@ def main() -> None:
         a.instances, a.rounds = 300, 1
     cases = ([(c, k) for c in (8, 64) for k in (1, 8)] if a.matrix
              else [(a.concurrency, a.connections)])
+    print(f"machine: pipe ping-pong between two processes {wakeup_round_trip():.1f} us per "
+          "round trip")
     for concurrency, connections in cases:
         rate = run(a.instances, concurrency, connections, a.level, a.storage, a.rounds)
         raw, raw_cpu = max(raw_with_cpu(a.instances, concurrency) for _ in range(a.rounds))
