@@ -672,10 +672,10 @@ class Instances:
         """The exact number of matching instances, and the count table it was read from
         (None: counted). ``by_name``: a clause reads ``t_workflow``'s name."""
         kinds = {f[0] for f in active}
-        counts = (None if not self.storage.instance_counts or None in kinds
-                  else TAG_COUNT_TABLE if "tag" in kinds else COUNT_TABLE)
-        if counts == TAG_COUNT_TABLE and "group" in kinds:
+        if not self.storage.instance_counts or None in kinds or {"tag", "group"} <= kinds:
             counts = None
+        else:
+            counts = TAG_COUNT_TABLE if "tag" in kinds else COUNT_TABLE
         if counts is not None:
             sql = (f"SELECT COALESCE(SUM(c.instance_count), 0) FROM {counts} c JOIN t_workflow w "
                    "ON w.workflow_id = c.workflow_id WHERE "

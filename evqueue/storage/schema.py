@@ -627,8 +627,8 @@ def _count_triggers(dialect: str) -> dict[str, str]:
     group_changed = "NOT (" + " AND ".join(
         [*(f"OLD.{c} {same} NEW.{c}" for c in _GROUP),
          f"{_errors('OLD')} = {_errors('NEW')}"]) + ")"
-    moved = ("NOT (OLD.workflow_id <=> NEW.workflow_id AND OLD.workflow_instance_id = "
-             "NEW.workflow_instance_id)").replace("<=>", same)
+    moved = (f"NOT (OLD.workflow_id {same} NEW.workflow_id AND OLD.workflow_instance_id = "
+             "NEW.workflow_instance_id)")
     instance_of_tag = (f"EXISTS (SELECT 1 FROM {_WI} "
                        "WHERE workflow_instance_id = NEW.workflow_instance_id)")
     triggers = [
